@@ -1,0 +1,289 @@
+// Package api holds clonebotd's wire types and a client for its HTTP/JSON API,
+// served on a unix socket (DefaultSocket).
+//
+// Endpoints:
+//
+//	POST   /v1/clones        CloneRequest -> 201 Clone
+//	GET    /v1/clones        -> 200 []Clone
+//	GET    /v1/clones/{id}   -> 200 Clone
+//	DELETE /v1/clones/{id}   -> 200 Clone (final record)
+//	GET    /v1/status        -> 200 Status
+//
+// Every failure answers with an ErrorBody and a 4xx/5xx status.
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultSocket is where clonebotd listens unless told otherwise.
+const DefaultSocket = "/run/clonebot/clonebotd.sock"
+
+// SocketEnv names the environment variable clonebotctl reads for the socket path.
+const SocketEnv = "CLONEBOT_SOCKET"
+
+// MaxBodyBytes is the largest request body the daemon accepts.
+const MaxBodyBytes = 1 << 20
+
+// Placement policies for CloneRequest.NUMA.
+const (
+	PlaceSame   = "same"   // the node holding most of the target's pages
+	PlaceSpread = "spread" // the node with the most free memory not crowded by clones
+)
+
+// Placement is "same", "spread" or a node number. On the wire it is either a
+// JSON string ("same", "spread", "1") or a JSON number (1). The zero value
+// means "same".
+type Placement string
+
+// Node returns the explicit node number and true, or -1 and false for a policy.
+func (p Placement) Node() (int, bool) {
+	n, err := strconv.Atoi(string(p))
+	if err != nil || n < 0 {
+		return -1, false
+	}
+	return n, true
+}
+
+// Validate reports whether p is a known policy or a non-negative node number.
+func (p Placement) Validate() error {
+	switch p {
+	case "", PlaceSame, PlaceSpread:
+		return nil
+	}
+	if _, ok := p.Node(); ok {
+		return nil
+	}
+	return fmt.Errorf("numa %q: want %q, %q or a node number >= 0", string(p), PlaceSame, PlaceSpread)
+}
+
+// ParsePlacement parses a CLI or JSON string value.
+func ParsePlacement(s string) (Placement, error) {
+	p := Placement(strings.TrimSpace(s))
+	return p, p.Validate()
+}
+
+// UnmarshalJSON accepts a string or a non-negative integer.
+func (p *Placement) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		v, err := ParsePlacement(s)
+		if err != nil {
+			return err
+		}
+		*p = v
+		return nil
+	}
+	var n json.Number
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.UseNumber()
+	if err := dec.Decode(&n); err != nil {
+		return fmt.Errorf("numa: want %q, %q or a node number", PlaceSame, PlaceSpread)
+	}
+	i, err := strconv.Atoi(n.String())
+	if err != nil || i < 0 {
+		return fmt.Errorf("numa %s: want a node number >= 0", n.String())
+	}
+	*p = Placement(strconv.Itoa(i))
+	return nil
+}
+
+// ByteSize is a size in bytes. On the wire it is a JSON number of bytes or a
+// string with an optional binary suffix: "512M", "1G", "65536".
+type ByteSize int64
+
+// ParseByteSize parses "123", "64K", "512M", "2G", "1T" (powers of 1024;
+// an optional trailing "B" or "iB" is accepted).
+func ParseByteSize(s string) (ByteSize, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "IB"), "B")
+	mult := int64(1)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult != 1 {
+			t = t[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v <= 0 || v > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q: want a positive number of bytes, optionally with K, M, G or T", s)
+	}
+	return ByteSize(v * mult), nil
+}
+
+// UnmarshalJSON accepts a positive number or a string for ParseByteSize.
+func (b *ByteSize) UnmarshalJSON(data []byte) error {
+	var s string
+	if err := json.Unmarshal(data, &s); err == nil {
+		v, err := ParseByteSize(s)
+		if err != nil {
+			return err
+		}
+		*b = v
+		return nil
+	}
+	var n int64
+	if err := json.Unmarshal(data, &n); err != nil || n < 0 {
+		return fmt.Errorf("size %s: want a positive number of bytes or a string like \"512M\"", string(data))
+	}
+	*b = ByteSize(n)
+	return nil
+}
+
+// CloneRequest is the body of POST /v1/clones.
+type CloneRequest struct {
+	// PID is the root of the process tree to clone.
+	PID int `json:"pid"`
+	// NUMA is the placement: "same" (default), "spread" or a node number.
+	NUMA Placement `json:"numa,omitempty"`
+	// Name is a label for the clone (letters, digits, '-', '_', '.'; at most 64).
+	Name string `json:"name,omitempty"`
+	// MemoryMax sets memory.max of the clone's cgroup; 0 means no limit.
+	MemoryMax ByteSize `json:"memory_max,omitempty"`
+	// PidsMax sets pids.max of the clone's cgroup; 0 means no limit.
+	PidsMax int64 `json:"pids_max,omitempty"`
+}
+
+// Clone states.
+const (
+	StateCreating = "creating"
+	StateRunning  = "running"
+	StateExited   = "exited"
+)
+
+// Pinning modes reported in Clone.Pinning.
+const (
+	PinCgroup   = "cgroup"   // cpuset.cpus/cpuset.mems of the clone's cgroup v2
+	PinAffinity = "affinity" // sched_setaffinity on every thread plus a memory policy
+)
+
+// Timings are the duration of each phase of a clone, in milliseconds.
+type Timings struct {
+	Preflight  float64 `json:"preflight"`
+	Freeze     float64 `json:"freeze"`
+	Checkpoint float64 `json:"checkpoint"`
+	Restore    float64 `json:"restore"`
+	Place      float64 `json:"place"`
+	Total      float64 `json:"total"`
+}
+
+// Listener is a listening socket of the target that the clone shares.
+type Listener struct {
+	PID     int    `json:"pid"`
+	FD      int    `json:"fd"`
+	Addr    string `json:"addr"` // "127.0.0.1:8080", "[::]:80"
+	Inode   uint64 `json:"inode"`
+	// ReusePortSet is true when clonebot set SO_REUSEPORT on the original's socket.
+	ReusePortSet bool `json:"reuseport_set"`
+}
+
+// Clone is the record of one clone.
+type Clone struct {
+	ID        string `json:"id"`
+	Name      string `json:"name,omitempty"`
+	SourcePID int    `json:"source_pid"`
+	// PID is the host PID of the clone's root process.
+	PID int `json:"pid"`
+	// NSPID is the clone root's PID inside its PID namespace (the original's PID).
+	NSPID int `json:"ns_pid"`
+	// InitPID is the host PID of the namespace's init (PID 1 inside).
+	InitPID int `json:"init_pid"`
+	// Cgroup is the clone's cgroup v2 path relative to the hierarchy root.
+	Cgroup   string `json:"cgroup"`
+	NUMANode int    `json:"numa_node"`
+	CPUs     string `json:"cpus"`
+	Mems     string `json:"mems"`
+	Pinning  string `json:"pinning"`
+	// NUMALocalFraction is the share of the clone's resident pages on NUMANode.
+	NUMALocalFraction float64 `json:"numa_local_fraction"`
+	// Freeze is how the target was frozen: "cgroup" or "ptrace".
+	Freeze    string     `json:"freeze"`
+	State     string     `json:"state"`
+	ExitCode  *int       `json:"exit_code"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExitedAt  *time.Time `json:"exited_at,omitempty"`
+	TimingsMS Timings    `json:"timings_ms"`
+	// FrozenMS is how long the original was frozen.
+	FrozenMS  float64    `json:"frozen_ms"`
+	Listeners []Listener `json:"listeners,omitempty"`
+	// LogPath receives the clone's stdout and stderr when the original's went
+	// to a pipe, socket or terminal the clone cannot share.
+	LogPath   string   `json:"log_path,omitempty"`
+	MemoryMax ByteSize `json:"memory_max,omitempty"`
+	PidsMax   int64    `json:"pids_max,omitempty"`
+	Warnings  []string `json:"warnings,omitempty"`
+}
+
+// Feature says whether a capability of the host works, and why not.
+type Feature struct {
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// CRIUStatus describes the CRIU binary the daemon drives.
+type CRIUStatus struct {
+	Path    string `json:"path"`
+	Version string `json:"version,omitempty"`
+	OK      bool   `json:"ok"`
+	Error   string `json:"error,omitempty"`
+	Hint    string `json:"hint,omitempty"`
+}
+
+// CgroupStatus describes the cgroup v2 hierarchy the daemon uses.
+type CgroupStatus struct {
+	// Mode is "v2" (pure), "hybrid" (v2 beside v1 controllers) or "none".
+	Mode        string   `json:"mode"`
+	Mount       string   `json:"mount"`
+	Controllers []string `json:"controllers"`
+	// Pinning is what clones get: "cgroup" when cpuset is available in v2, else "affinity".
+	Pinning string `json:"pinning"`
+}
+
+// NUMANode is one node of the host's topology.
+type NUMANode struct {
+	ID       int    `json:"id"`
+	CPUs     string `json:"cpus"`
+	MemTotal uint64 `json:"mem_total"`
+	MemFree  uint64 `json:"mem_free"`
+	Clones   int    `json:"clones"`
+}
+
+// Status is the body of GET /v1/status.
+type Status struct {
+	Version      string             `json:"version"`
+	Kernel       string             `json:"kernel"`
+	CRIU         CRIUStatus         `json:"criu"`
+	Cgroup       CgroupStatus       `json:"cgroup"`
+	NUMA         []NUMANode         `json:"numa"`
+	Capabilities map[string]bool    `json:"capabilities"`
+	Features     map[string]Feature `json:"features"`
+	Clones       int                `json:"clones"`
+}
+
+// ErrorBody is the body of every failed request.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail says what failed and what to do about it.
+type ErrorDetail struct {
+	// Code is a stable machine-readable kind: "invalid_argument", "not_found",
+	// "conflict", "refused", "forbidden", "unavailable", "timeout", "failed",
+	// "payload_too_large", "internal".
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Hint    string `json:"hint,omitempty"`
+}
