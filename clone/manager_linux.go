@@ -1,0 +1,583 @@
+//go:build linux
+
+package clone
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/clonebot/clonebot/api"
+	"github.com/clonebot/clonebot/cgroup"
+	"github.com/clonebot/clonebot/criu"
+	"github.com/clonebot/clonebot/fault"
+	"github.com/clonebot/clonebot/nsinit"
+	"github.com/clonebot/clonebot/proc"
+	"golang.org/x/sys/unix"
+)
+
+// Options configure a Manager. Every zero field means the default documented
+// on it.
+type Options struct {
+	// CRIUPath is the criu binary; "" looks "criu" up on PATH.
+	CRIUPath string
+	// CRIULogLevel is CRIU's verbosity 1..4; 0 means 2 (errors and
+	// warnings: no logging cost inside the freeze window).
+	CRIULogLevel int
+	// StateDir holds clone records and CRIU logs; "" means /var/lib/clonebot.
+	StateDir string
+	// ImageDir holds checkpoint images while a clone is made; "" means
+	// /run/clonebot/images. A tmpfs is mounted there unless it already is one.
+	ImageDir string
+	// CgroupParent is the parent of every clone's cgroup; "" means clonebot.slice.
+	CgroupParent string
+	// NodeRoot is the NUMA topology in sysfs; "" means /sys/devices/system/node.
+	NodeRoot string
+	// InitExe is the binary re-executed as each clone's init; "" means
+	// /proc/self/exe (the caller must call nsinit.Main when nsinit.IsInit).
+	InitExe string
+	// Proc reads /proc; the zero value means proc.Default.
+	Proc proc.FS
+	// Log receives the manager's logs; nil discards them.
+	Log *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.StateDir == "" {
+		o.StateDir = "/var/lib/clonebot"
+	}
+	if o.ImageDir == "" {
+		o.ImageDir = "/run/clonebot/images"
+	}
+	if o.CgroupParent == "" {
+		o.CgroupParent = "clonebot.slice"
+	}
+	if o.NodeRoot == "" {
+		o.NodeRoot = "/sys/devices/system/node"
+	}
+	if o.Proc.Root == "" {
+		o.Proc = proc.Default
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.CRIULogLevel == 0 {
+		o.CRIULogLevel = 2
+	}
+}
+
+// Manager makes, tracks and removes clones. It is safe for concurrent use;
+// operations on one target are serialized (a second one gets a Conflict).
+type Manager struct {
+	opts      Options
+	log       *slog.Logger
+	cg        *cgroup.Hierarchy
+	cgErr     error
+	ancestors map[int]bool // the daemon and its ancestors: never cloned
+	caps      map[string]bool
+
+	criuMu   sync.Mutex
+	criuInfo *criu.Info
+	criuErr  error
+
+	mu     sync.Mutex
+	clones map[string]*entry
+	busy   map[int]string // target PID -> operation
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// entry is one clone known to the manager.
+type entry struct {
+	rec  api.Clone
+	st   stored
+	init *nsinit.Process // nil when adopted after a restart
+	cg   *cgroup.Cgroup
+	dir  string
+	done chan struct{} // closed once the clone has exited and is recorded
+}
+
+// stored is what a clone's directory keeps across daemon restarts.
+type stored struct {
+	Record     api.Clone `json:"record"`
+	InitPID    int       `json:"init_pid"`
+	InitStart  uint64    `json:"init_start"` // start time, to tell a reused PID
+	CgroupRel  string    `json:"cgroup_rel"`
+	StatusFile string    `json:"status_file"`
+	OwnerUID   int       `json:"owner_uid"`
+}
+
+// New returns a Manager, creating its directories, probing CRIU and the
+// cgroup hierarchy, and re-adopting the clones a previous daemon left
+// running. A missing or broken CRIU does not fail New: Status says what is
+// wrong and Clone answers Unavailable until it is fixed.
+func New(ctx context.Context, opts Options) (*Manager, error) {
+	opts.setDefaults()
+	m := &Manager{opts: opts, log: opts.Log, clones: map[string]*entry{}, busy: map[int]string{}}
+	for _, d := range []string{opts.StateDir, filepath.Join(opts.StateDir, "clones"), filepath.Join(opts.StateDir, "logs")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("create state dir %s: %w", d, err)
+		}
+		if err := os.Chmod(d, 0o700); err != nil {
+			return nil, fmt.Errorf("chmod 0700 %s: %w", d, err)
+		}
+	}
+	if err := prepareImageDir(opts.ImageDir); err != nil {
+		return nil, err
+	}
+	m.cg, m.cgErr = cgroup.Detect()
+	m.ancestors = ancestors(opts.Proc, os.Getpid())
+	m.caps = capabilities(opts.Proc)
+	m.probeCRIU(ctx)
+	if err := m.adopt(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// prepareImageDir makes dir a private tmpfs (mode 0700): images hold process
+// memory, and keeping them off disks keeps dumps fast.
+func prepareImageDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create image dir %s: %w", dir, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	if st.Type != unix.TMPFS_MAGIC {
+		if err := unix.Mount("clonebot-images", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0700"); err != nil {
+			return fmt.Errorf("mount a tmpfs on image dir %s: %w (images must stay off disks; pass --image-dir on a tmpfs)", dir, err)
+		}
+	}
+	return os.Chmod(dir, 0o700)
+}
+
+// probeCRIU (re)checks CRIU; it keeps a good result.
+func (m *Manager) probeCRIU(ctx context.Context) (*criu.Info, error) {
+	m.criuMu.Lock()
+	defer m.criuMu.Unlock()
+	if m.criuInfo != nil && m.criuErr == nil {
+		return m.criuInfo, nil
+	}
+	info, err := criu.Runner{Path: m.opts.CRIUPath}.Probe(ctx)
+	m.criuInfo, m.criuErr = info, err
+	if err != nil {
+		m.log.Warn("CRIU is not usable; clone requests will be refused until it is fixed", "err", err)
+	} else {
+		m.log.Info("CRIU ready", "path", info.Path, "version", info.VersionString(), "features", info.Features)
+	}
+	return info, err
+}
+
+// ready returns an Unavailable error while CRIU or cgroup v2 is unusable.
+func (m *Manager) ready(ctx context.Context) (*criu.Info, error) {
+	info, err := m.probeCRIU(ctx)
+	if err != nil {
+		var ce *criu.Error
+		hint := "install CRIU >= 4.2 (make deps)"
+		if errors.As(err, &ce) && ce.Hint != "" {
+			hint = ce.Hint
+		}
+		return nil, fault.New(fault.Unavailable, "CRIU is not usable on this host", hint, err)
+	}
+	if m.cg == nil {
+		return nil, fault.New(fault.Unavailable, "no cgroup v2 hierarchy is mounted", "mount one: mount -t cgroup2 none /sys/fs/cgroup/unified", m.cgErr)
+	}
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return nil, fault.New(fault.Unavailable, "clonebotd is shutting down", "retry once it is back", nil)
+	}
+	return info, nil
+}
+
+// claim marks pid as the target of an operation; the returned func releases it.
+func (m *Manager) claim(pid int, op string) (func(), error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cur, ok := m.busy[pid]; ok {
+		return nil, fault.New(fault.Conflict, fmt.Sprintf("PID %d is already the target of a running %s", pid, cur),
+			"wait for it to finish, then retry", nil)
+	}
+	m.busy[pid] = op
+	return func() {
+		m.mu.Lock()
+		delete(m.busy, pid)
+		m.mu.Unlock()
+	}, nil
+}
+
+func newID() string {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return hex.EncodeToString(b)
+}
+
+// List returns the clones the caller may see, oldest first.
+func (m *Manager) List(who Caller) []api.Clone {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]api.Clone, 0, len(m.clones))
+	for _, e := range m.clones {
+		if who.Root() || e.st.OwnerUID == who.UID {
+			out = append(out, e.rec)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out
+}
+
+// Get returns one clone.
+func (m *Manager) Get(id string, who Caller) (api.Clone, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, err := m.lookup(id, who)
+	if err != nil {
+		return api.Clone{}, err
+	}
+	return e.rec, nil
+}
+
+// lookup finds id for who; m.mu must be held.
+func (m *Manager) lookup(id string, who Caller) (*entry, error) {
+	if !ValidID(id) {
+		return nil, fault.New(fault.Invalid, fmt.Sprintf("%q is not a clone ID", id), "clone IDs are 12 hex digits; list them with 'clonebotctl ls'", nil)
+	}
+	e, ok := m.clones[id]
+	if !ok || !(who.Root() || e.st.OwnerUID == who.UID) {
+		return nil, fault.New(fault.NotFound, fmt.Sprintf("no clone %s", id), "list clones with 'clonebotctl ls'", nil)
+	}
+	return e, nil
+}
+
+// Remove kills the clone's tree, removes its cgroup, images and records, and
+// returns its final record.
+func (m *Manager) Remove(ctx context.Context, id string, who Caller) (api.Clone, error) {
+	m.mu.Lock()
+	e, err := m.lookup(id, who)
+	if err != nil {
+		m.mu.Unlock()
+		return api.Clone{}, err
+	}
+	if e.rec.State == api.StateCreating {
+		m.mu.Unlock()
+		return api.Clone{}, fault.New(fault.Conflict, fmt.Sprintf("clone %s is still being created", id), "retry when the clone request has returned", nil)
+	}
+	m.mu.Unlock()
+
+	if err := m.kill(ctx, e); err != nil {
+		return api.Clone{}, fault.New(fault.Internal, fmt.Sprintf("remove clone %s (init PID %d, cgroup %s)", id, e.st.InitPID, e.st.CgroupRel),
+			"check 'clonebotctl inspect' and retry", err)
+	}
+	m.mu.Lock()
+	delete(m.clones, id)
+	rec := e.rec
+	m.mu.Unlock()
+	if err := os.RemoveAll(e.dir); err != nil {
+		return rec, fault.New(fault.Internal, fmt.Sprintf("remove state of clone %s at %s", id, e.dir), "remove the directory by hand", err)
+	}
+	m.log.Info("clone removed", "id", id, "source_pid", rec.SourcePID)
+	return rec, nil
+}
+
+// kill ends a clone's processes and removes its cgroup; it waits (bounded by
+// ctx, default 10 s) for the exit to be recorded.
+func (m *Manager) kill(ctx context.Context, e *entry) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	var errs []error
+	select {
+	case <-e.done:
+	default:
+		// The cgroup holds the init and every process of the namespace;
+		// killing the init alone would also take the namespace down.
+		if e.cg != nil {
+			if err := e.cg.Kill(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if e.st.InitPID > 0 && initAlive(m.opts.Proc, e.st.InitPID, e.st.InitStart) {
+			_ = unix.Kill(e.st.InitPID, unix.SIGKILL)
+		}
+		select {
+		case <-e.done:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("clone %s (init PID %d) did not exit: %w", e.rec.ID, e.st.InitPID, ctx.Err()))
+		}
+	}
+	if e.cg != nil {
+		if err := e.cg.Destroy(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops watching clones; the clones keep running and a new daemon
+// re-adopts them.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+}
+
+// persist writes the entry's record; m.mu must be held or the entry private.
+func (m *Manager) persist(e *entry) error {
+	e.st.Record = e.rec
+	b, err := json.MarshalIndent(e.st, "", "  ")
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(e.dir, "clone.json")
+	tmp := p + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write clone record %s: %w", p, err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write clone record %s: %w", p, err)
+	}
+	return os.Rename(tmp, p)
+}
+
+// adopt loads the records a previous daemon left: live clones are watched
+// again, dead ones are marked exited, half-made ones are removed.
+func (m *Manager) adopt() error {
+	root := filepath.Join(m.opts.StateDir, "clones")
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", root, err)
+	}
+	for _, de := range ents {
+		if !de.IsDir() || !ValidID(de.Name()) {
+			continue
+		}
+		dir := filepath.Join(root, de.Name())
+		b, err := os.ReadFile(filepath.Join(dir, "clone.json"))
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				m.log.Warn("removing a clone directory without a record", "dir", dir)
+				_ = os.RemoveAll(dir)
+				continue
+			}
+			return err
+		}
+		var st stored
+		if err := json.Unmarshal(b, &st); err != nil {
+			m.log.Warn("removing an unreadable clone record", "dir", dir, "err", err)
+			_ = os.RemoveAll(dir)
+			continue
+		}
+		e := &entry{rec: st.Record, st: st, dir: dir, done: make(chan struct{})}
+		if m.cg != nil && st.CgroupRel != "" {
+			if c, err := m.cg.Load(st.CgroupRel); err == nil {
+				e.cg = c
+			}
+		}
+		switch {
+		case e.rec.State == api.StateCreating:
+			// A daemon died while making it: nothing of it is trusted.
+			m.log.Warn("removing a clone left half-made by a previous daemon", "id", e.rec.ID, "source_pid", e.rec.SourcePID)
+			close(e.done)
+			if e.st.InitPID > 0 && initAlive(m.opts.Proc, e.st.InitPID, e.st.InitStart) {
+				_ = unix.Kill(e.st.InitPID, unix.SIGKILL)
+			}
+			if e.cg != nil {
+				_ = e.cg.Destroy(context.Background())
+			}
+			_ = os.RemoveAll(filepath.Join(m.opts.ImageDir, e.rec.ID))
+			_ = os.RemoveAll(dir)
+			continue
+		case e.rec.State == api.StateRunning && initAlive(m.opts.Proc, st.InitPID, st.InitStart):
+			m.log.Info("re-adopted running clone", "id", e.rec.ID, "pid", e.rec.PID)
+			m.watchAdopted(e)
+		case e.rec.State == api.StateRunning:
+			m.markExited(e, m.readExit(e))
+		default:
+			close(e.done)
+		}
+		m.clones[e.rec.ID] = e
+	}
+	return nil
+}
+
+// readExit reads the status the init wrote, or an unknown status (-1).
+func (m *Manager) readExit(e *entry) *nsinit.ExitStatus {
+	st, err := nsinit.ReadStatusFile(e.st.StatusFile)
+	if err != nil {
+		return &nsinit.ExitStatus{Code: -1, ExitedAt: time.Now().UTC()}
+	}
+	return st
+}
+
+// watch waits for a clone this daemon started.
+func (m *Manager) watch(e *entry) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		st, err := e.init.Wait()
+		if err != nil || st == nil {
+			st = m.readExit(e)
+		}
+		m.markExited(e, st)
+	}()
+}
+
+// watchAdopted waits for a clone a previous daemon started, through a pidfd
+// of its init (not our child, so no wait4).
+func (m *Manager) watchAdopted(e *entry) {
+	pidfd, err := unix.PidfdOpen(e.st.InitPID, 0)
+	if err != nil {
+		m.markExited(e, m.readExit(e))
+		return
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer unix.Close(pidfd)
+		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+		for {
+			if _, err := unix.Poll(fds, -1); err != unix.EINTR {
+				break
+			}
+		}
+		m.markExited(e, m.readExit(e))
+	}()
+}
+
+// markExited records the clone's end and removes its (now empty) cgroup.
+func (m *Manager) markExited(e *entry, st *nsinit.ExitStatus) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	select {
+	case <-e.done:
+		return
+	default:
+	}
+	code := st.Code
+	at := st.ExitedAt
+	e.rec.State = api.StateExited
+	e.rec.ExitCode = &code
+	e.rec.ExitedAt = &at
+	if err := m.persist(e); err != nil {
+		m.log.Warn("could not record a clone's exit", "id", e.rec.ID, "err", err)
+	}
+	if e.cg != nil {
+		if err := e.cg.Destroy(context.Background()); err != nil {
+			m.log.Warn("could not remove an exited clone's cgroup", "id", e.rec.ID, "cgroup", e.cg.Rel, "err", err)
+		}
+	}
+	close(e.done)
+	m.log.Info("clone exited", "id", e.rec.ID, "pid", e.rec.PID, "exit_code", code, "signal", st.Signal)
+}
+
+// initAlive reports whether pid is still the init started at start.
+func initAlive(pfs proc.FS, pid int, start uint64) bool {
+	if pid <= 0 {
+		return false
+	}
+	s, err := pfs.Stat(pid)
+	if err != nil {
+		return false
+	}
+	return s.StartTime == start && s.State != 'Z'
+}
+
+// ancestors returns pid and its ancestors.
+func ancestors(pfs proc.FS, pid int) map[int]bool {
+	out := map[int]bool{}
+	for pid > 0 && !out[pid] {
+		out[pid] = true
+		st, err := pfs.Status(pid)
+		if err != nil {
+			break
+		}
+		pid = st.PPid
+	}
+	return out
+}
+
+// capNames are the capabilities Status reports, by bit.
+var capNames = map[string]uint{
+	"chown": 0, "dac_override": 1, "kill": 5, "setgid": 6, "setuid": 7, "net_admin": 12,
+	"sys_chroot": 18, "sys_ptrace": 19, "sys_admin": 21, "sys_resource": 24, "checkpoint_restore": 40,
+}
+
+func capabilities(pfs proc.FS) map[string]bool {
+	out := map[string]bool{}
+	st, err := pfs.Status(os.Getpid())
+	if err != nil {
+		return out
+	}
+	for name, bit := range capNames {
+		out[name] = st.CapEff&(1<<bit) != 0
+	}
+	return out
+}
+
+// logsDir keeps the CRIU logs of failed clones for the user to read.
+func (m *Manager) keepLogs(id, dir string) []string {
+	var kept []string
+	for _, name := range []string{"dump.log", "restore.log", "init.log"} {
+		src := filepath.Join(dir, name)
+		if _, err := os.Stat(src); err != nil {
+			continue
+		}
+		dst := filepath.Join(m.opts.StateDir, "logs", id+"-"+name)
+		if err := os.Rename(src, dst); err == nil {
+			kept = append(kept, dst)
+		}
+	}
+	pruneLogs(filepath.Join(m.opts.StateDir, "logs"), 60)
+	return kept
+}
+
+// pruneLogs keeps the newest max files of dir.
+func pruneLogs(dir string, max int) {
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) <= max {
+		return
+	}
+	type f struct {
+		name string
+		mod  time.Time
+	}
+	var fs []f
+	for _, e := range ents {
+		if info, err := e.Info(); err == nil {
+			fs = append(fs, f{e.Name(), info.ModTime()})
+		}
+	}
+	sort.Slice(fs, func(i, j int) bool { return fs[i].mod.After(fs[j].mod) })
+	for _, x := range fs[min(max, len(fs)):] {
+		_ = os.Remove(filepath.Join(dir, x.name))
+	}
+}
+
+// rewriteLogPath points a message at where a failed clone's log was kept.
+func rewriteLogPath(msg, from, to string) string { return strings.ReplaceAll(msg, from, to) }

@@ -1,0 +1,751 @@
+//go:build linux
+
+package clone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/clonebot/clonebot/api"
+	"github.com/clonebot/clonebot/cgroup"
+	"github.com/clonebot/clonebot/criu"
+	"github.com/clonebot/clonebot/fault"
+	"github.com/clonebot/clonebot/handover"
+	"github.com/clonebot/clonebot/nsinit"
+	"github.com/clonebot/clonebot/numa"
+	"github.com/clonebot/clonebot/proc"
+	"golang.org/x/sys/unix"
+)
+
+// plan is everything preflight decided, before anything is frozen.
+type plan struct {
+	pid     int
+	tree    []ProcInfo
+	sockets []handover.Socket
+	// freezeCgroup is the target's own cgroup v2 directory when it holds just
+	// the tree; "" means CRIU seizes the tasks with ptrace.
+	freezeCgroup string
+	shellJob     bool
+	stdio        StdioPlan
+	ttyKeys      []string
+	rss          uint64
+	node         numa.Node
+	pinning      string
+	warnings     []string
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// Clone makes a live copy of the process tree rooted at req.PID. The
+// original keeps running; the clone runs in new PID and mount namespaces
+// inside clonebot.slice/<id>, pinned to one NUMA node, and binds the
+// original's listeners beside it (SO_REUSEPORT, set from outside if needed).
+//
+// Whatever fails, the target is left running and released, any SO_REUSEPORT
+// clonebot set is cleared again, and the half-made clone (init, namespace,
+// cgroup, images) is removed.
+func (m *Manager) Clone(ctx context.Context, req api.CloneRequest, who Caller) (*api.Clone, error) {
+	t0 := time.Now()
+	if err := validate(req); err != nil {
+		return nil, err
+	}
+	if _, err := m.ready(ctx); err != nil {
+		return nil, err
+	}
+	release, err := m.claim(req.PID, "clone")
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+
+	var tm api.Timings
+	p, err := m.preflight(req, who)
+	tm.Preflight = ms(time.Since(t0))
+	if err != nil {
+		return nil, err
+	}
+	id := newID()
+	log := m.log.With("id", id, "source_pid", req.PID)
+	log.Info("cloning", "processes", len(p.tree), "node", p.node.ID, "pinning", p.pinning, "freeze", freezeMode(p))
+
+	c := &making{m: m, p: p, id: id, req: req, who: who, log: log}
+	rec, err := c.run(ctx, &tm, t0)
+	if err != nil {
+		if uerr := c.undo(); uerr != nil {
+			log.Error("cleanup after a failed clone was incomplete", "err", uerr)
+			err = errors.Join(err, uerr)
+		}
+		log.Warn("clone failed", "err", err)
+		return nil, err
+	}
+	log.Info("cloned", "pid", rec.PID, "frozen_ms", rec.FrozenMS, "total_ms", rec.TimingsMS.Total)
+	return rec, nil
+}
+
+func freezeMode(p *plan) string {
+	if p.freezeCgroup != "" {
+		return "cgroup"
+	}
+	return "ptrace"
+}
+
+func validate(req api.CloneRequest) error {
+	if req.PID <= 0 {
+		return fault.New(fault.Invalid, fmt.Sprintf("pid %d: want a positive process ID", req.PID), "", nil)
+	}
+	if err := req.NUMA.Validate(); err != nil {
+		return fault.New(fault.Invalid, err.Error(), "", nil)
+	}
+	if err := ValidName(req.Name); err != nil {
+		return fault.New(fault.Invalid, err.Error(), "", nil)
+	}
+	if req.MemoryMax < 0 || req.PidsMax < 0 {
+		return fault.New(fault.Invalid, "memory_max and pids_max must not be negative", "", nil)
+	}
+	return nil
+}
+
+func refuse(pid int, what, hint string) error {
+	return fault.New(fault.Refused, fmt.Sprintf("cannot clone PID %d: %s", pid, what), hint, nil)
+}
+
+// preflight reads the target tree and refuses, with the cause and the
+// remedy, whatever cannot work. Nothing is changed yet.
+func (m *Manager) preflight(req api.CloneRequest, who Caller) (*plan, error) {
+	pid := req.PID
+	pfs := m.opts.Proc
+	p := &plan{pid: pid}
+	if pid == 1 {
+		return nil, refuse(pid, "it is the host's init", "clone a service's own process instead")
+	}
+	st, err := pfs.Status(pid)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fault.New(fault.NotFound, fmt.Sprintf("no process with PID %d", pid), "check the PID with 'ps'", nil)
+		}
+		return nil, fault.New(fault.Internal, fmt.Sprintf("read the status of PID %d", pid), "", err)
+	}
+	stat, err := pfs.Stat(pid)
+	if err != nil {
+		return nil, fault.New(fault.NotFound, fmt.Sprintf("no process with PID %d", pid), "it exited", err)
+	}
+	switch {
+	case stat.IsKernelThread() || st.Kthread || st.PPid == 2 || pid == 2:
+		return nil, refuse(pid, fmt.Sprintf("it is a kernel thread (%s)", st.Name), "only user-space processes can be cloned")
+	case st.State == 'Z' || st.State == 'X':
+		return nil, refuse(pid, "it is a zombie (exited, not yet reaped)", "clone a live process")
+	case m.ancestors[pid]:
+		return nil, refuse(pid, "it is clonebotd itself or one of its ancestors", "clone another process")
+	case st.TracerPid != 0:
+		return nil, refuse(pid, fmt.Sprintf("it is traced by PID %d (a debugger or strace?)", st.TracerPid), "detach the tracer and retry")
+	case len(st.NSpid) > 1:
+		return nil, refuse(pid, fmt.Sprintf("it runs in a nested PID namespace (PID %d there), e.g. a container or another clone", st.NSpid[len(st.NSpid)-1]),
+			"clone the original process on the host instead")
+	}
+	if !who.Root() {
+		if err := m.checkOwner(pid, st, who); err != nil {
+			return nil, err
+		}
+	}
+
+	pids, err := pfs.Tree(pid)
+	if err != nil {
+		return nil, fault.New(fault.Internal, fmt.Sprintf("walk the process tree of PID %d", pid), "", err)
+	}
+	inTree := map[int]bool{}
+	for _, q := range pids {
+		inTree[q] = true
+	}
+	for _, q := range pids {
+		pi, err := m.inspect(q)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				if q == pid {
+					return nil, fault.New(fault.NotFound, fmt.Sprintf("no process with PID %d", pid), "it exited during preflight", nil)
+				}
+				continue // a child exited meanwhile
+			}
+			return nil, fault.New(fault.Internal, fmt.Sprintf("inspect PID %d of the tree of PID %d", q, pid), "", err)
+		}
+		if m.ancestors[q] {
+			return nil, refuse(pid, fmt.Sprintf("its tree contains clonebotd or an ancestor of it (PID %d)", q), "clone another process")
+		}
+		if !who.Root() {
+			if err := m.checkOwner(q, pi.Status, who); err != nil {
+				return nil, err
+			}
+		}
+		if !m.caps["sys_resource"] && !sameIDs(pi.Status) {
+			return nil, refuse(pid, fmt.Sprintf("PID %d (%s) of its tree runs as uid %d gid %d, and CRIU must read the rlimits of every process, which needs CAP_SYS_RESOURCE for another uid; clonebotd lacks it",
+				q, pi.Status.Name, pi.Status.Uid[1], pi.Status.Gid[1]),
+				"give clonebotd CAP_SYS_RESOURCE, or run the whole tree as root (nginx: 'user root;')")
+		}
+		for _, fd := range pi.FDs {
+			if why, bad := fd.Unsupported(); bad {
+				return nil, refuse(pid, fmt.Sprintf("PID %d (%s) has fd %d open on %s (%s), which CRIU cannot checkpoint", q, pi.Status.Name, fd.Num, fd.Target, why),
+					"clone a process that does not use it")
+			}
+		}
+		if len(pi.Status.NSsid) > 0 && !inTree[pi.Status.NSsid[0]] {
+			p.shellJob = true // its session leader (a shell) stays behind
+		}
+		p.rss += pi.Status.VmRSS
+		p.tree = append(p.tree, *pi)
+	}
+
+	socks, err := handover.FindSockets(pfs, pids)
+	if err != nil {
+		return nil, fault.New(fault.Internal, fmt.Sprintf("read the sockets of the tree of PID %d", pid), "", err)
+	}
+	for _, s := range socks {
+		if s.MPTCP() {
+			return nil, refuse(pid, fmt.Sprintf("it has a Multipath TCP socket (%s), which CRIU cannot dump; Go >= 1.24 listens with MPTCP by default", s),
+				"start the server with GODEBUG=multipathtcp=0, or call ListenConfig.SetMultipathTCP(false)")
+		}
+	}
+	p.sockets = socks
+
+	if m.cg != nil {
+		if rel, err := m.cg.Of(pid); err == nil && rel != "/" && rel != "" {
+			if only, err := m.cg.HoldsOnly(rel, pids); err == nil && only {
+				p.freezeCgroup = m.cg.Path(rel)
+			}
+		}
+	}
+
+	if err := m.planPlacement(req, p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// sameIDs reports whether a process runs with the daemon's ids (root):
+// prlimit(2) on it then needs no CAP_SYS_RESOURCE.
+func sameIDs(st *proc.Status) bool {
+	u, g := os.Geteuid(), os.Getegid()
+	for i := 0; i < 3; i++ {
+		if st.Uid[i] != u || st.Gid[i] != g {
+			return false
+		}
+	}
+	return true
+}
+
+// checkOwner lets a non-root caller act only on processes it could ptrace:
+// all its uids are the caller's, and the process is dumpable (/proc/PID is
+// owned by its uid, not root).
+func (m *Manager) checkOwner(pid int, st *proc.Status, who Caller) error {
+	for i := 0; i < 3; i++ {
+		if st.Uid[i] != who.UID {
+			return fault.New(fault.Forbidden, fmt.Sprintf("uid %d may not clone PID %d: it runs as uid %d", who.UID, pid, st.Uid[i]),
+				"you may clone only your own processes; ask root", nil)
+		}
+	}
+	var sb unix.Stat_t
+	if err := unix.Stat(filepath.Join(m.opts.Proc.Root, strconv.Itoa(pid)), &sb); err == nil && int(sb.Uid) != who.UID {
+		return fault.New(fault.Forbidden, fmt.Sprintf("uid %d may not clone PID %d: it is not dumpable (setuid or prctl)", who.UID, pid),
+			"ask root", nil)
+	}
+	return nil
+}
+
+// inspect reads what planning needs of one process.
+func (m *Manager) inspect(pid int) (*ProcInfo, error) {
+	pfs := m.opts.Proc
+	st, err := pfs.Status(pid)
+	if err != nil {
+		return nil, err
+	}
+	stat, err := pfs.Stat(pid)
+	if err != nil {
+		return nil, err
+	}
+	fds, err := pfs.FDs(pid)
+	if err != nil {
+		return nil, err
+	}
+	pi := &ProcInfo{PID: pid, Status: st, Stat: stat, FDs: fds, Flags: map[int]uint32{}}
+	for _, fd := range fds {
+		if fd.Kind != proc.FDPipe && fd.Kind != proc.FDTTY {
+			continue
+		}
+		if info, err := pfs.FDInfo(pid, fd.Num); err == nil {
+			pi.Flags[fd.Num] = info.Flags
+		}
+	}
+	return pi, nil
+}
+
+// planPlacement chooses the NUMA node and how the clone is pinned to it.
+func (m *Manager) planPlacement(req api.CloneRequest, p *plan) error {
+	topo, err := numa.ReadTopology(m.opts.NodeRoot)
+	if err != nil {
+		return fault.New(fault.Internal, "read the NUMA topology", "", err)
+	}
+	in := numa.Inputs{Topology: topo, ClonesPerNode: m.clonesPerNode(), NeedBytes: p.rss}
+	if len(topo.Nodes) > 1 && (req.NUMA == "" || req.NUMA == api.PlaceSame) {
+		in.TargetBytes = map[int]uint64{}
+		for _, pi := range p.tree {
+			maps, err := m.opts.Proc.NUMAMaps(pi.PID)
+			if err != nil {
+				continue
+			}
+			for n, b := range proc.NodeBytes(maps) {
+				in.TargetBytes[n] += b
+			}
+		}
+	}
+	id, err := numa.Choose(req.NUMA, in)
+	if err != nil {
+		var nsn *numa.NoSuchNodeError
+		var nm *numa.NoMemoryError
+		switch {
+		case errors.As(err, &nsn):
+			return fault.New(fault.Invalid, err.Error(), "pick one of the nodes 'clonebotctl status' lists", nil)
+		case errors.As(err, &nm):
+			return refuse(p.pid, err.Error(), "pick another node, or free memory on this one")
+		}
+		return fault.New(fault.Internal, "choose a NUMA node", "", err)
+	}
+	p.node, _ = topo.Node(id)
+	p.pinning = m.cg.PinningMode()
+	return nil
+}
+
+func (m *Manager) clonesPerNode() map[int]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[int]int{}
+	for _, e := range m.clones {
+		if e.rec.State != api.StateExited {
+			out[e.rec.NUMANode]++
+		}
+	}
+	return out
+}
+
+// making is one clone being made, with what must be undone if it fails.
+type making struct {
+	m   *Manager
+	p   *plan
+	id  string
+	req api.CloneRequest
+	who Caller
+	log interface {
+		Info(string, ...any)
+		Warn(string, ...any)
+		Error(string, ...any)
+	}
+
+	dir, imgDir string
+	cg          *cgroup.Cgroup
+	init        *nsinit.Process
+	reuseSet    []handover.Socket // listeners we set SO_REUSEPORT on
+	e           *entry
+}
+
+func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.Clone, error) {
+	m, p := c.m, c.p
+	c.dir = filepath.Join(m.opts.StateDir, "clones", c.id)
+	c.imgDir = filepath.Join(m.opts.ImageDir, c.id)
+	for _, d := range []string{c.dir, c.imgDir} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			return nil, fault.New(fault.Internal, fmt.Sprintf("create %s for clone %s", d, c.id), "", err)
+		}
+	}
+	logPath := filepath.Join(c.dir, "output.log")
+	p.stdio = PlanStdio(p.tree, logPath)
+	if p.stdio.ShellJob {
+		p.shellJob = true
+	}
+	var inherit []nsinit.InheritSpec
+	var warnings []string
+	for _, in := range p.stdio.Inherit {
+		if strings.HasPrefix(in.Key, "/dev/") {
+			key, err := ttyKey(p, in.Key)
+			if err != nil {
+				return nil, fault.New(fault.Internal, fmt.Sprintf("identify terminal %s of PID %d", in.Key, p.pid), "", err)
+			}
+			p.ttyKeys = append(p.ttyKeys, key)
+			warnings = append(warnings, fmt.Sprintf("the original's terminal %s (%s) is a new terminal in the clone, logged to %s", in.Key, in.Why, logPath))
+			continue
+		}
+		inherit = append(inherit, nsinit.InheritSpec{Key: in.Key, Path: in.Path, Flags: in.Flags})
+		if in.Path == logPath {
+			warnings = append(warnings, fmt.Sprintf("the original's pipe %s (%s) goes to %s in the clone", in.Key, in.Why, logPath))
+		}
+	}
+
+	now := time.Now().UTC()
+	c.e = &entry{dir: c.dir, done: make(chan struct{})}
+	c.e.rec = api.Clone{
+		ID: c.id, Name: c.req.Name, SourcePID: p.pid, NUMANode: p.node.ID, CPUs: p.node.CPUList,
+		Mems: strconv.Itoa(p.node.ID), Pinning: p.pinning, Freeze: freezeMode(p), State: api.StateCreating,
+		CreatedAt: now, MemoryMax: c.req.MemoryMax, PidsMax: c.req.PidsMax, LogPath: logPath,
+	}
+	if c.e.rec.Name == "" {
+		c.e.rec.Name = sanitizeName(p.tree[0].Status.Name)
+	}
+	c.e.st = stored{OwnerUID: c.who.UID, StatusFile: filepath.Join(c.dir, "exit.json")}
+
+	// Cgroup first: the init is created inside it so that everything the
+	// restore allocates is charged and placed there.
+	cfg := cgroup.Config{MemoryMax: int64(c.req.MemoryMax), PidsMax: c.req.PidsMax}
+	if p.pinning == api.PinCgroup {
+		cfg.CPUs, cfg.Mems = p.node.CPUList, strconv.Itoa(p.node.ID)
+	}
+	cg, err := m.cg.Create(m.opts.CgroupParent, c.id, cfg)
+	if err != nil {
+		var ue *cgroup.UnavailableError
+		if errors.As(err, &ue) {
+			return nil, fault.New(fault.Refused, fmt.Sprintf("cannot clone PID %d: %v", p.pid, err), ue.Hint, nil)
+		}
+		return nil, fault.New(fault.Internal, fmt.Sprintf("create cgroup %s/%s for the clone of PID %d", m.opts.CgroupParent, c.id, p.pid), "", err)
+	}
+	c.cg = cg
+	c.e.cg = cg
+	c.e.rec.Cgroup = cg.Rel
+	c.e.st.CgroupRel = cg.Rel
+	c.e.rec.Pinning = cg.Pinning
+	if err := m.register(c.e); err != nil {
+		return nil, err
+	}
+
+	// Listeners lacking SO_REUSEPORT get it now, so the clone can bind
+	// beside the original.
+	for _, s := range p.sockets {
+		if s.ReusePort {
+			continue
+		}
+		if err := handover.SetReusePort(s, true); err != nil {
+			return nil, fault.New(fault.Failed, fmt.Sprintf("set SO_REUSEPORT on %s of PID %d", s.Local, s.PID), "the clone could not bind beside the original without it", err)
+		}
+		c.reuseSet = append(c.reuseSet, s)
+	}
+	for _, s := range p.sockets {
+		c.e.rec.Listeners = append(c.e.rec.Listeners, api.Listener{PID: s.PID, FD: s.FD, Addr: s.Local.String(), Inode: s.Inode, ReusePortSet: !s.ReusePort})
+	}
+
+	// The init waits in its namespaces for the restore request: starting it
+	// now keeps its cost out of the window between dump and restore.
+	cgfd, err := cg.OpenFD()
+	if err != nil {
+		return nil, fault.New(fault.Internal, fmt.Sprintf("open cgroup %s", cg.Rel), "", err)
+	}
+	initLog, err := os.OpenFile(filepath.Join(c.dir, "init.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		cgfd.Close()
+		return nil, fault.New(fault.Internal, "create the init's log", "", err)
+	}
+	c.init, err = nsinit.Start(nsinit.StartOptions{Exe: m.opts.InitExe, Cgroup: cgfd, Log: initLog})
+	cgfd.Close()
+	initLog.Close()
+	if err != nil {
+		return nil, fault.New(fault.Internal, fmt.Sprintf("start the init of clone %s", c.id), "", err)
+	}
+	c.e.init = c.init
+	c.e.st.InitPID = c.init.Pid
+	if s, err := m.opts.Proc.Stat(c.init.Pid); err == nil {
+		c.e.st.InitStart = s.StartTime
+	}
+	m.mu.Lock()
+	perr := m.persist(c.e)
+	m.mu.Unlock()
+	if perr != nil {
+		return nil, fault.New(fault.Internal, "record the clone", "", perr)
+	}
+
+	// Freeze and checkpoint: CRIU freezes (cgroup or ptrace), dumps, thaws.
+	tDump := time.Now()
+	ds, err := criu.Runner{Path: m.opts.CRIUPath}.Dump(criu.DumpOptions{
+		PID: p.pid, ImageDir: c.imgDir, WorkDir: c.dir, LogLevel: m.opts.CRIULogLevel,
+		FreezeCgroup: p.freezeCgroup, ExtUnixSk: true, ShellJob: p.shellJob,
+	})
+	dumpWall := ms(time.Since(tDump))
+	if err != nil {
+		return nil, c.criuFault("checkpoint", err)
+	}
+	tm.Freeze = float64(ds.FreezingUS) / 1000
+	tm.Checkpoint = dumpWall - tm.Freeze
+	c.e.rec.FrozenMS = float64(ds.FreezingUS+ds.FrozenUS) / 1000
+	if len(p.ttyKeys) > 0 {
+		if err := criu.DetachTerminals(c.imgDir); err != nil {
+			return nil, fault.New(fault.Internal, fmt.Sprintf("detach the terminal of PID %d in the images", p.pid), "", err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, c.ctxFault("after the checkpoint", err)
+	}
+
+	// Restore in the init's namespaces.
+	tRestore := time.Now()
+	icfg := nsinit.Config{
+		CRIUPath: m.opts.CRIUPath, ImageDir: c.imgDir, WorkDir: c.dir, LogLevel: m.opts.CRIULogLevel,
+		Inherit: inherit, ShellJob: p.shellJob, ExtUnixSk: true, StatusFile: c.e.st.StatusFile,
+		TTYs: p.ttyKeys, TTYLog: logPath,
+	}
+	if cg.Pinning == api.PinAffinity {
+		icfg.CPUs, icfg.MemNodes = p.node.CPUs, []int{p.node.ID}
+	}
+	rep, err := c.init.Restore(ctx, icfg)
+	tm.Restore = ms(time.Since(tRestore))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, c.ctxFault("during the restore", ctx.Err())
+		}
+		var re *nsinit.RestoreError
+		if errors.As(err, &re) {
+			return nil, c.criuFault("restore", &criu.Error{Op: "restore", Message: re.Report.Error, Hint: re.Report.Hint,
+				LogPath: re.Report.LogPath, Lines: re.Report.Lines})
+		}
+		return nil, fault.New(fault.Failed, fmt.Sprintf("restore the clone of PID %d", p.pid), "", err)
+	}
+	c.e.rec.NSPID = rep.NSPID
+	// The images have served their purpose; they hold a copy of the
+	// original's memory, so they go now.
+	if err := os.RemoveAll(c.imgDir); err != nil {
+		c.log.Warn("could not remove images", "dir", c.imgDir, "err", err)
+	}
+
+	// Place and verify.
+	tPlace := time.Now()
+	hostPID, err := c.findRoot(rep.NSPID)
+	if err != nil {
+		return nil, fault.New(fault.Failed, fmt.Sprintf("find the restored clone of PID %d", p.pid), "", err)
+	}
+	c.e.rec.PID = hostPID
+	c.e.rec.InitPID = c.init.Pid
+	cloneTree, _ := m.opts.Proc.Tree(hostPID)
+	if cg.Pinning == api.PinAffinity {
+		if err := pinTree(m.opts.Proc, cloneTree, p.node.CPUs); err != nil {
+			return nil, fault.New(fault.Failed, fmt.Sprintf("pin the clone (PID %d) to node %d's CPUs %s", hostPID, p.node.ID, p.node.CPUList), "", err)
+		}
+	}
+	c.e.rec.NUMALocalFraction = localFraction(m.opts.Proc, cloneTree, p.node.ID)
+	warnings = append(warnings, c.verifyListeners(cloneTree)...)
+	tm.Place = ms(time.Since(tPlace))
+	tm.Total = ms(time.Since(t0))
+	c.e.rec.TimingsMS = *tm
+	c.e.rec.Warnings = append(p.warnings, warnings...)
+
+	m.mu.Lock()
+	c.e.rec.State = api.StateRunning
+	perr = m.persist(c.e)
+	m.mu.Unlock()
+	if perr != nil {
+		return nil, fault.New(fault.Internal, "record the clone", "", perr)
+	}
+	m.watch(c.e)
+	rec := c.e.rec
+	return &rec, nil
+}
+
+// register adds the entry being made to the manager's table.
+func (m *Manager) register(e *entry) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return fault.New(fault.Unavailable, "clonebotd is shutting down", "retry once it is back", nil)
+	}
+	m.clones[e.rec.ID] = e
+	return nil
+}
+
+// criuFault turns a CRIU failure into a user-facing error that names the
+// target, the phase, CRIU's own lines and where its log was kept.
+func (c *making) criuFault(phase string, err error) error {
+	var ce *criu.Error
+	if !errors.As(err, &ce) {
+		return fault.New(fault.Failed, fmt.Sprintf("%s of PID %d failed", phase, c.p.pid), "", err)
+	}
+	hint := ce.Hint
+	if hint == "" {
+		hint = "read the CRIU log named above"
+	}
+	return fault.New(fault.Failed, fmt.Sprintf("clone of PID %d failed during the %s", c.p.pid, phase), hint, err)
+}
+
+func (c *making) ctxFault(when string, err error) error {
+	k := fault.Timeout
+	if errors.Is(err, context.Canceled) {
+		k = fault.Failed
+	}
+	return fault.New(k, fmt.Sprintf("clone of PID %d stopped %s: %v", c.p.pid, when, err), "the original was left running; retry with a longer --timeout", err)
+}
+
+// undo removes everything a failed clone made and puts the original back
+// as it was. It returns what it could not undo.
+func (c *making) undo() error {
+	m := c.m
+	var errs []error
+	if c.init != nil {
+		c.init.Kill()
+		_, _ = c.init.Wait()
+	}
+	if c.cg != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := c.cg.Destroy(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		cancel()
+	}
+	if c.imgDir != "" {
+		if err := os.RemoveAll(c.imgDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, s := range c.reuseSet {
+		if err := handover.SetReusePort(s, false); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("clear SO_REUSEPORT again on %s of PID %d: %w", s.Local, s.PID, err))
+		}
+	}
+	errs = append(errs, ensureReleased(m.opts.Proc, c.p)...)
+	if c.e != nil {
+		m.mu.Lock()
+		delete(m.clones, c.id)
+		m.mu.Unlock()
+	}
+	if c.dir != "" {
+		if kept := m.keepLogs(c.id, c.dir); len(kept) > 0 {
+			c.log.Info("kept the logs of the failed clone", "logs", kept)
+		}
+		if err := os.RemoveAll(c.dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ensureReleased checks that no process of the target tree is left frozen
+// by us, and thaws its cgroup if CRIU left it frozen.
+func ensureReleased(pfs proc.FS, p *plan) []error {
+	var errs []error
+	if p.freezeCgroup != "" {
+		f := filepath.Join(p.freezeCgroup, "cgroup.freeze")
+		if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) == "1" {
+			if err := os.WriteFile(f, []byte("0"), 0); err != nil {
+				errs = append(errs, fmt.Errorf("thaw %s after a failed clone of PID %d: %w", p.freezeCgroup, p.pid, err))
+			}
+		}
+	}
+	return errs
+}
+
+// findRoot returns the host PID of the init's child whose PID in the
+// namespace is nspid.
+func (c *making) findRoot(nspid int) (int, error) {
+	kids, err := c.m.opts.Proc.Children(c.init.Pid)
+	if err != nil {
+		return 0, err
+	}
+	for _, k := range kids {
+		st, err := c.m.opts.Proc.Status(k)
+		if err != nil || len(st.NSpid) == 0 {
+			continue
+		}
+		if st.NSpid[len(st.NSpid)-1] == nspid {
+			return k, nil
+		}
+	}
+	return 0, fmt.Errorf("no child of the init (PID %d) has PID %d in the namespace", c.init.Pid, nspid)
+}
+
+// verifyListeners warns about listeners of the original the clone lacks.
+func (c *making) verifyListeners(cloneTree []int) []string {
+	var want []string
+	for _, s := range c.p.sockets {
+		if s.Listening {
+			want = append(want, s.Local.String())
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	got, err := handover.FindSockets(c.m.opts.Proc, cloneTree)
+	if err != nil {
+		return []string{fmt.Sprintf("could not check the clone's listeners: %v", err)}
+	}
+	var have []string
+	for _, s := range got {
+		if s.Listening {
+			have = append(have, s.Local.String())
+		}
+	}
+	var warns []string
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			warns = append(warns, fmt.Sprintf("the clone does not listen on %s like the original", w))
+		}
+	}
+	return warns
+}
+
+// pinTree sets the affinity of every thread of every process in pids.
+func pinTree(pfs proc.FS, pids []int, cpus []int) error {
+	for _, pid := range pids {
+		tids, err := pfs.Threads(pid)
+		if err != nil {
+			continue
+		}
+		for _, tid := range tids {
+			if err := numa.SetAffinity(tid, cpus); err != nil && !errors.Is(err, unix.ESRCH) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// localFraction measures the share of the tree's resident pages on node.
+func localFraction(pfs proc.FS, pids []int, node int) float64 {
+	total := map[int]uint64{}
+	for _, pid := range pids {
+		maps, err := pfs.NUMAMaps(pid)
+		if err != nil {
+			continue
+		}
+		for n, b := range proc.NodeBytes(maps) {
+			total[n] += b
+		}
+	}
+	return numa.LocalFraction(total, node)
+}
+
+// ttyKey returns CRIU's name for the terminal path as the target holds it:
+// tty[rdev:dev] in hex.
+func ttyKey(p *plan, path string) (string, error) {
+	for _, pi := range p.tree {
+		for _, fd := range pi.FDs {
+			if fd.Kind == proc.FDTTY && fd.Target == path {
+				var st unix.Stat_t
+				if err := unix.Stat(fmt.Sprintf("/proc/%d/fd/%d", pi.PID, fd.Num), &st); err != nil {
+					return "", err
+				}
+				return fmt.Sprintf("tty[%x:%x]", st.Rdev, st.Dev), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no fd holds %s", path)
+}
+
+// sanitizeName makes a default clone name from a process name.
+func sanitizeName(s string) string {
+	b := []byte(s)
+	for i, ch := range b {
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '.' || ch == '_' || ch == '-') {
+			b[i] = '-'
+		}
+	}
+	out := strings.TrimLeft(string(b), "-._")
+	if len(out) > 64 {
+		out = out[:64]
+	}
+	return out
+}

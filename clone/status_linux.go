@@ -1,0 +1,102 @@
+//go:build linux
+
+package clone
+
+import (
+	"context"
+	"os"
+	"strings"
+
+	"github.com/clonebot/clonebot/api"
+	"github.com/clonebot/clonebot/numa"
+	"golang.org/x/sys/unix"
+)
+
+// Status reports what the host offers and what works.
+func (m *Manager) Status(ctx context.Context) api.Status {
+	st := api.Status{Version: Version, Capabilities: m.caps, Features: map[string]api.Feature{}}
+	var uts unix.Utsname
+	if unix.Uname(&uts) == nil {
+		st.Kernel = unix.ByteSliceToString(uts.Release[:])
+	}
+	info, err := m.probeCRIU(ctx)
+	st.CRIU = api.CRIUStatus{Path: info.Path, OK: err == nil}
+	if info.Version > 0 {
+		st.CRIU.Version = info.VersionString()
+	}
+	if err != nil {
+		st.CRIU.Error = err.Error()
+		st.CRIU.Hint = "install CRIU >= 4.2 with 'make deps', or pass --criu PATH"
+	}
+	st.Features["clone"] = feature(err == nil && m.cg != nil, firstErr(err, m.cgErr))
+	if m.cg != nil {
+		st.Cgroup = api.CgroupStatus{Mode: m.cg.Mode, Mount: m.cg.Mount, Controllers: m.cg.Controllers, Pinning: m.cg.PinningMode()}
+		st.Features["cgroup_freeze"] = api.Feature{OK: true, Detail: "targets alone in their cgroup are frozen with cgroup.freeze, others with ptrace"}
+		if m.cg.Has("cpuset") {
+			st.Features["cpuset_pinning"] = api.Feature{OK: true}
+		} else {
+			st.Features["cpuset_pinning"] = api.Feature{Detail: "cpuset is not available in cgroup v2 at " + m.cg.Mount + "; clones are pinned with sched_setaffinity and a memory policy"}
+		}
+		st.Features["memory_max"] = feature(m.cg.Has("memory"), nil)
+		if !m.cg.Has("memory") {
+			st.Features["memory_max"] = api.Feature{Detail: "the memory controller is not available in cgroup v2 at " + m.cg.Mount}
+		}
+	} else {
+		st.Cgroup = api.CgroupStatus{Mode: "none"}
+	}
+	if info.Features != nil {
+		st.Features["soft_dirty"] = feature(info.Features["mem_track"], nil)
+		if !info.Features["mem_track"] {
+			st.Features["soft_dirty"] = api.Feature{Detail: "the kernel has no soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY): no iterative pre-copy, the dump runs frozen"}
+		}
+		st.Features["lazy_pages"] = feature(info.Features["lazy_pages"], nil)
+	}
+	st.Features["pidfd_getfd"] = probePidfdGetfd()
+	if _, err := os.Stat("/proc/sys/net/ipv4/tcp_migrate_req"); err == nil {
+		st.Features["tcp_migrate_req"] = api.Feature{OK: true}
+	} else {
+		st.Features["tcp_migrate_req"] = api.Feature{Detail: "net.ipv4.tcp_migrate_req needs Linux >= 5.14"}
+	}
+	if topo, err := numa.ReadTopology(m.opts.NodeRoot); err == nil {
+		per := m.clonesPerNode()
+		for _, n := range topo.Nodes {
+			st.NUMA = append(st.NUMA, api.NUMANode{ID: n.ID, CPUs: n.CPUList, MemTotal: n.MemTotal, MemFree: n.MemFree, Clones: per[n.ID]})
+		}
+	}
+	m.mu.Lock()
+	st.Clones = len(m.clones)
+	m.mu.Unlock()
+	return st
+}
+
+func feature(ok bool, err error) api.Feature {
+	f := api.Feature{OK: ok}
+	if err != nil {
+		f.Detail = strings.TrimSpace(err.Error())
+	}
+	return f
+}
+
+func firstErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// probePidfdGetfd duplicates one of our own fds through pidfd_getfd.
+func probePidfdGetfd() api.Feature {
+	pidfd, err := unix.PidfdOpen(os.Getpid(), 0)
+	if err != nil {
+		return api.Feature{Detail: "pidfd_open: " + err.Error() + " (needs Linux >= 5.3)"}
+	}
+	defer unix.Close(pidfd)
+	fd, err := unix.PidfdGetfd(pidfd, pidfd, 0)
+	if err != nil {
+		return api.Feature{Detail: "pidfd_getfd: " + err.Error() + " (needs Linux >= 5.6 and ptrace access)"}
+	}
+	unix.Close(fd)
+	return api.Feature{OK: true}
+}

@@ -1,0 +1,279 @@
+//go:build linux
+
+package criu
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	gocriu "github.com/checkpoint-restore/go-criu/v8"
+	"github.com/checkpoint-restore/go-criu/v8/rpc"
+	"github.com/checkpoint-restore/go-criu/v8/stats"
+)
+
+// Runner runs CRIU operations. The zero value uses "criu" from PATH.
+type Runner struct {
+	// Path is the criu binary; "" means "criu" looked up on PATH.
+	Path string
+}
+
+func (r Runner) bin() string {
+	if r.Path == "" {
+		return "criu"
+	}
+	return r.Path
+}
+
+func (r Runner) newCriu() *gocriu.Criu {
+	c := gocriu.MakeCriu()
+	c.SetCriuPath(r.bin())
+	return c
+}
+
+// Info is what Probe learns about the CRIU binary.
+type Info struct {
+	Path    string
+	Version int // 40201 for 4.2.1
+	// CheckOK is true when `criu check` says the kernel has what a dump needs.
+	CheckOK     bool
+	CheckOutput string
+	// Features are CRIU's optional kernel features: "mem_track" (soft-dirty,
+	// needed for pre-dump), "lazy_pages" (userfaultfd), "pidfd_store".
+	Features map[string]bool
+}
+
+// VersionString is Version as "4.2.1".
+func (i *Info) VersionString() string { return FormatVersion(i.Version) }
+
+// Probe finds CRIU, asks its version over RPC, runs `criu check` and asks for
+// its optional features. The error, if any, says what is wrong and how to fix
+// it; Info is filled as far as it got.
+func (r Runner) Probe(ctx context.Context) (*Info, error) {
+	info := &Info{Path: r.bin(), Features: map[string]bool{}}
+	p, err := exec.LookPath(r.bin())
+	if err != nil {
+		return info, &Error{Op: "check", Message: fmt.Sprintf("criu binary %q not found", r.bin()), Err: err,
+			Hint: "install CRIU >= 4.2 (make deps builds 4.2.1 into /usr/local/sbin) or pass --criu PATH"}
+	}
+	info.Path = p
+	c := r.newCriu()
+	c.SetCriuPath(p)
+	v, err := c.GetCriuVersion()
+	if err != nil {
+		return info, &Error{Op: "check", Message: fmt.Sprintf("%s does not answer its RPC version request", p), Err: err,
+			Hint: "install CRIU >= 4.2 (make deps)"}
+	}
+	info.Version = v
+	if v < MinVersion {
+		return info, &Error{Op: "check", Message: fmt.Sprintf("%s is CRIU %s; clonebot needs >= %s", p, FormatVersion(v), FormatVersion(MinVersion)),
+			Hint: "install CRIU >= 4.2 (make deps builds 4.2.1 into /usr/local/sbin) or pass --criu PATH"}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(cctx, p, "check").CombinedOutput()
+	info.CheckOutput = strings.TrimSpace(string(out))
+	info.CheckOK = err == nil
+	feats, ferr := c.FeatureCheck(&rpc.CriuFeatures{MemTrack: ptr(true), LazyPages: ptr(true), PidfdStore: ptr(true)})
+	if ferr == nil && feats != nil {
+		info.Features["mem_track"] = feats.GetMemTrack()
+		info.Features["lazy_pages"] = feats.GetLazyPages()
+		info.Features["pidfd_store"] = feats.GetPidfdStore()
+	}
+	if !info.CheckOK {
+		lines := lastLines(info.CheckOutput, 3)
+		return info, &Error{Op: "check", Message: fmt.Sprintf("'%s check' fails: %s", p, lines), Err: err,
+			Hint: "run 'criu check' for details; CRIU >= 4.2 is needed on Linux >= 6.16 (make deps)"}
+	}
+	return info, nil
+}
+
+func lastLines(s string, n int) string {
+	ls := strings.Split(strings.TrimSpace(s), "\n")
+	if len(ls) > n {
+		ls = ls[len(ls)-n:]
+	}
+	return strings.Join(ls, " | ")
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// DumpOptions configure Dump. The zero value of each optional field is the
+// default documented on it.
+type DumpOptions struct {
+	// PID is the root of the tree to dump.
+	PID int
+	// ImageDir receives the images; it must exist (mode 0700: images hold
+	// process memory).
+	ImageDir string
+	// WorkDir receives dump.log; "" means ImageDir.
+	WorkDir string
+	// LogLevel is CRIU's verbosity, 0..4; 0 means 2 (errors and warnings),
+	// which keeps logging out of the freeze window.
+	LogLevel int
+	// FreezeCgroup, when set, is the absolute path of a cgroup v2 directory
+	// holding just the target's tree: CRIU freezes it with cgroup.freeze
+	// instead of seizing each task with ptrace.
+	FreezeCgroup string
+	// External lists CRIU --external specs, e.g. "unix[12345]".
+	External []string
+	// ExtUnixSk allows unix sockets connected to peers outside the tree.
+	ExtUnixSk bool
+	// ShellJob allows a tree that shares its session with a terminal.
+	ShellJob bool
+	// Timeout bounds CRIU's collection (freezing) phase in seconds; 0 means 10.
+	Timeout uint32
+}
+
+// Dump checkpoints the tree rooted at opts.PID, leaving it running. Open TCP
+// connections are not dumped as such (tcp-close): no repair mode, no network
+// lock. The dump is not interrupted by the caller: killing CRIU while its
+// parasite runs inside the target is not safe, so CRIU's own Timeout bounds it.
+func (r Runner) Dump(opts DumpOptions) (*DumpStats, error) {
+	img, err := os.Open(opts.ImageDir)
+	if err != nil {
+		return nil, fmt.Errorf("open image dir %s: %w", opts.ImageDir, err)
+	}
+	defer img.Close()
+	work := img
+	if opts.WorkDir != "" && opts.WorkDir != opts.ImageDir {
+		work, err = os.Open(opts.WorkDir)
+		if err != nil {
+			return nil, fmt.Errorf("open work dir %s: %w", opts.WorkDir, err)
+		}
+		defer work.Close()
+	}
+	lvl := opts.LogLevel
+	if lvl == 0 {
+		lvl = 2
+	}
+	timeout := opts.Timeout
+	if timeout == 0 {
+		timeout = 10
+	}
+	o := &rpc.CriuOpts{
+		ImagesDirFd:  ptr(int32(img.Fd())),
+		WorkDirFd:    ptr(int32(work.Fd())),
+		Pid:          ptr(int32(opts.PID)),
+		LeaveRunning: ptr(true),
+		TcpClose:     ptr(true),
+		NetworkLock:  rpc.CriuNetworkLockMethod_SKIP.Enum(),
+		LogLevel:     ptr(int32(lvl)),
+		LogFile:      ptr("dump.log"),
+		Timeout:      ptr(timeout),
+		ShellJob:     ptr(opts.ShellJob),
+		ExtUnixSk:    ptr(opts.ExtUnixSk),
+		External:     opts.External,
+		// File locks are dumped; a clone holding a copy of a lock is what a
+		// user expects of a copy.
+		FileLocks: ptr(true),
+	}
+	if opts.FreezeCgroup != "" {
+		o.FreezeCgroup = ptr(opts.FreezeCgroup)
+	}
+	logPath := filepath.Join(work.Name(), "dump.log")
+	if err := r.newCriu().Dump(o, nil); err != nil {
+		return nil, newError("dump", opts.PID, logPath, err)
+	}
+	st, err := stats.CriuGetDumpStats(work)
+	if err != nil {
+		// The dump succeeded; figures are a nicety.
+		return &DumpStats{}, nil
+	}
+	return &DumpStats{
+		FreezingUS:   st.GetFreezingTime(),
+		FrozenUS:     st.GetFrozenTime(),
+		MemdumpUS:    st.GetMemdumpTime(),
+		MemwriteUS:   st.GetMemwriteTime(),
+		PagesScanned: st.GetPagesScanned(),
+		PagesWritten: st.GetPagesWritten(),
+		PagesLazy:    st.GetPagesLazy(),
+	}, nil
+}
+
+// InheritFd replaces, in the restored tree, the resource CRIU knows by Key
+// ("pipe:[123]", "socket:[456]", "tty[88:0]", "file[...]") with File.
+type InheritFd struct {
+	Key  string
+	File *os.File
+}
+
+// RestoreOptions configure Restore.
+type RestoreOptions struct {
+	ImageDir string
+	// WorkDir receives restore.log; "" means ImageDir.
+	WorkDir  string
+	LogLevel int // 0 means 2
+	// InheritFds substitute resources the clone cannot share with the
+	// original (its stdout pipe, its journal stream).
+	InheritFds []InheritFd
+	ExtUnixSk  bool
+	ShellJob   bool
+	External   []string
+}
+
+type postRestore struct {
+	gocriu.NoNotify
+	pid int
+}
+
+func (p *postRestore) PostRestore(pid int32) error {
+	p.pid = int(pid)
+	return nil
+}
+
+// Restore restores the images as a sibling of the caller: the restored root
+// becomes the caller's child (CRIU's rst_sibling), which is what a namespace
+// init needs to reap it. It returns the root's PID as seen from the caller's
+// PID namespace. Connections that were open at the dump come back closed
+// (tcp-close): the clone never owns the original's connections.
+func (r Runner) Restore(opts RestoreOptions) (int, *RestoreStats, error) {
+	img, err := os.Open(opts.ImageDir)
+	if err != nil {
+		return 0, nil, fmt.Errorf("open image dir %s: %w", opts.ImageDir, err)
+	}
+	defer img.Close()
+	work := img
+	if opts.WorkDir != "" && opts.WorkDir != opts.ImageDir {
+		work, err = os.Open(opts.WorkDir)
+		if err != nil {
+			return 0, nil, fmt.Errorf("open work dir %s: %w", opts.WorkDir, err)
+		}
+		defer work.Close()
+	}
+	lvl := opts.LogLevel
+	if lvl == 0 {
+		lvl = 2
+	}
+	o := &rpc.CriuOpts{
+		ImagesDirFd: ptr(int32(img.Fd())),
+		WorkDirFd:   ptr(int32(work.Fd())),
+		RstSibling:  ptr(true),
+		TcpClose:    ptr(true),
+		NetworkLock: rpc.CriuNetworkLockMethod_SKIP.Enum(),
+		LogLevel:    ptr(int32(lvl)),
+		LogFile:     ptr("restore.log"),
+		ShellJob:    ptr(opts.ShellJob),
+		ExtUnixSk:   ptr(opts.ExtUnixSk),
+		External:    opts.External,
+		FileLocks:   ptr(true),
+	}
+	c := r.newCriu()
+	for _, in := range opts.InheritFds {
+		c.AddInheritFd(in.Key, in.File)
+	}
+	n := &postRestore{}
+	logPath := filepath.Join(work.Name(), "restore.log")
+	if err := c.Restore(o, n); err != nil {
+		return 0, nil, newError("restore", 0, logPath, err)
+	}
+	var rs *RestoreStats
+	if st, err := stats.CriuGetRestoreStats(work); err == nil {
+		rs = &RestoreStats{ForkingUS: st.GetForkingTime(), RestoreUS: st.GetRestoreTime(), PagesRestored: st.GetPagesRestored()}
+	}
+	return n.pid, rs, nil
+}
