@@ -91,6 +91,10 @@ type Manager struct {
 	criuInfo *criu.Info
 	criuErr  error
 
+	// mountedImages is true when New mounted the image tmpfs (Close
+	// unmounts it).
+	mountedImages bool
+
 	mu     sync.Mutex
 	clones map[string]*entry
 	busy   map[int]string // target PID -> operation
@@ -133,9 +137,11 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 			return nil, fmt.Errorf("chmod 0700 %s: %w", d, err)
 		}
 	}
-	if err := prepareImageDir(opts.ImageDir); err != nil {
+	mounted, err := prepareImageDir(opts.ImageDir)
+	if err != nil {
 		return nil, err
 	}
+	m.mountedImages = mounted
 	m.cg, m.cgErr = cgroup.Detect()
 	m.ancestors = ancestors(opts.Proc, os.Getpid())
 	m.caps = capabilities(opts.Proc)
@@ -148,20 +154,21 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 
 // prepareImageDir makes dir a private tmpfs (mode 0700): images hold process
 // memory, and keeping them off disks keeps dumps fast.
-func prepareImageDir(dir string) error {
+func prepareImageDir(dir string) (mounted bool, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create image dir %s: %w", dir, err)
+		return false, fmt.Errorf("create image dir %s: %w", dir, err)
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
-		return fmt.Errorf("statfs %s: %w", dir, err)
+		return false, fmt.Errorf("statfs %s: %w", dir, err)
 	}
 	if st.Type != unix.TMPFS_MAGIC {
 		if err := unix.Mount("clonebot-images", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0700"); err != nil {
-			return fmt.Errorf("mount a tmpfs on image dir %s: %w (images must stay off disks; pass --image-dir on a tmpfs)", dir, err)
+			return false, fmt.Errorf("mount a tmpfs on image dir %s: %w (images must stay off disks; pass --image-dir on a tmpfs)", dir, err)
 		}
+		mounted = true
 	}
-	return os.Chmod(dir, 0o700)
+	return mounted, os.Chmod(dir, 0o700)
 }
 
 // probeCRIU (re)checks CRIU; it keeps a good result.
@@ -337,6 +344,11 @@ func (m *Manager) Close() {
 	m.mu.Lock()
 	m.closed = true
 	m.mu.Unlock()
+	if m.mountedImages {
+		if err := unix.Unmount(m.opts.ImageDir, unix.MNT_DETACH); err != nil {
+			m.log.Warn("could not unmount the image tmpfs", "dir", m.opts.ImageDir, "err", err)
+		}
+	}
 }
 
 // persist writes the entry's record; m.mu must be held or the entry private.

@@ -34,6 +34,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -46,6 +49,7 @@ var (
 	version    = flag.String("version", "v1", "version string served at /version")
 	activation = flag.Bool("activation", false, "use the listener passed by socket activation (LISTEN_FDS)")
 	portFile   = flag.String("port-file", "", "write the bound address here once listening")
+	hold       = flag.String("hold", "", "keep an fd CRIU cannot dump open: perf or iouring")
 )
 
 var (
@@ -57,6 +61,9 @@ func main() {
 	flag.Parse()
 	log.SetFlags(log.Lmicroseconds)
 	fillHeap(*heapMiB)
+	if err := holdFD(*hold); err != nil {
+		log.Fatal(err)
+	}
 	for i := 0; i < *threads; i++ {
 		go func() {
 			runtime.LockOSThread()
@@ -135,6 +142,35 @@ func fillHeap(mib int) {
 		}
 		heap = append(heap, b)
 	}
+}
+
+// held keeps the fd opened by holdFD referenced.
+var held int
+
+// holdFD opens an fd of a kind CRIU refuses, for preflight tests.
+func holdFD(kind string) error {
+	var err error
+	switch kind {
+	case "":
+		return nil
+	case "perf":
+		attr := unix.PerfEventAttr{Type: unix.PERF_TYPE_SOFTWARE, Config: unix.PERF_COUNT_SW_TASK_CLOCK,
+			Size: uint32(unsafe.Sizeof(unix.PerfEventAttr{})), Bits: unix.PerfBitDisabled}
+		held, err = unix.PerfEventOpen(&attr, 0, -1, -1, unix.PERF_FLAG_FD_CLOEXEC)
+	case "iouring":
+		params := make([]byte, 120) // struct io_uring_params
+		fd, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, 4, uintptr(unsafe.Pointer(&params[0])), 0)
+		if e != 0 {
+			err = e
+		}
+		held = int(fd)
+	default:
+		return fmt.Errorf("-hold %q: want perf or iouring", kind)
+	}
+	if err != nil {
+		return fmt.Errorf("-hold %s: %w", kind, err)
+	}
+	return nil
 }
 
 func listen() (net.Listener, error) {

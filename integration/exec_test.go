@@ -1,0 +1,7 @@
+//go:build linux
+
+package integration
+
+import "os/exec"
+
+var execCommand = exec.Command
