@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -552,9 +551,10 @@ func capabilities(pfs proc.FS) map[string]bool {
 	return out
 }
 
-// logsDir keeps the CRIU logs of failed clones for the user to read.
-func (m *Manager) keepLogs(id, dir string) []string {
-	var kept []string
+// keepLogs moves the logs of a failed clone to StateDir/logs for the user to
+// read, and returns where each went.
+func (m *Manager) keepLogs(id, dir string) map[string]string {
+	kept := map[string]string{}
 	for _, name := range []string{"dump.log", "restore.log", "init.log"} {
 		src := filepath.Join(dir, name)
 		if _, err := os.Stat(src); err != nil {
@@ -562,7 +562,7 @@ func (m *Manager) keepLogs(id, dir string) []string {
 		}
 		dst := filepath.Join(m.opts.StateDir, "logs", id+"-"+name)
 		if err := os.Rename(src, dst); err == nil {
-			kept = append(kept, dst)
+			kept[src] = dst
 		}
 	}
 	pruneLogs(filepath.Join(m.opts.StateDir, "logs"), 60)
@@ -590,6 +590,3 @@ func pruneLogs(dir string, max int) {
 		_ = os.Remove(filepath.Join(dir, x.name))
 	}
 }
-
-// rewriteLogPath points a message at where a failed clone's log was kept.
-func rewriteLogPath(msg, from, to string) string { return strings.ReplaceAll(msg, from, to) }

@@ -78,7 +78,14 @@ func (m *Manager) Clone(ctx context.Context, req api.CloneRequest, who Caller) (
 	c := &making{m: m, p: p, id: id, req: req, who: who, log: log}
 	rec, err := c.run(ctx, &tm, t0)
 	if err != nil {
-		if uerr := c.undo(); uerr != nil {
+		uerr := c.undo()
+		var ce *criu.Error
+		if errors.As(err, &ce) {
+			if kept, ok := c.keptLogs[ce.LogPath]; ok {
+				ce.LogPath = kept
+			}
+		}
+		if uerr != nil {
 			log.Error("cleanup after a failed clone was incomplete", "err", uerr)
 			err = errors.Join(err, uerr)
 		}
@@ -349,6 +356,7 @@ type making struct {
 	init        *nsinit.Process
 	reuseSet    []handover.Socket // listeners we set SO_REUSEPORT on
 	e           *entry
+	keptLogs    map[string]string // where undo moved the logs
 }
 
 func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.Clone, error) {
@@ -615,6 +623,7 @@ func (c *making) undo() error {
 	if c.dir != "" {
 		if kept := m.keepLogs(c.id, c.dir); len(kept) > 0 {
 			c.log.Info("kept the logs of the failed clone", "logs", kept)
+			c.keptLogs = kept
 		}
 		if err := os.RemoveAll(c.dir); err != nil {
 			errs = append(errs, err)

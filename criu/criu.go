@@ -89,6 +89,7 @@ var knownCauses = []struct{ fragment, hint string }{
 	{"is ptraced", "another tracer (a debugger, strace) is attached to the target: detach it and retry"},
 	{"Tty is not session leader", "the target shares a terminal session it does not lead"},
 	{"io_uring", "the target uses io_uring, which CRIU cannot dump"},
+	{"Can't dump half of stream unix connection", "the target has a unix stream connection to a process outside its tree (a database, a log daemon), which a clone cannot share"},
 }
 
 // ReadLogErrors returns the error lines of a CRIU log (those with "Error (",
@@ -141,8 +142,13 @@ func trimTimestamp(line string) string {
 func newError(op string, pid int, logPath string, cause error) *Error {
 	e := &Error{Op: op, PID: pid, LogPath: logPath, Err: cause}
 	if cause != nil {
-		e.Message = cause.Error()
-		e.Errno, e.Message = parseRPCError(e.Message)
+		e.Errno, e.Message = parseRPCError(cause.Error())
+		// CRIU's cr_errmsg is its first error line, often a harmless one;
+		// the log lines below say what really failed.
+		if isHarmless(e.Message) {
+			e.Message = ""
+		}
+		e.Message = strings.TrimSpace(trimTimestamp(e.Message))
 	}
 	if f, err := os.Open(logPath); err == nil {
 		e.Lines, e.Hint = ReadLogErrors(f, MaxQuotedLines)

@@ -33,7 +33,7 @@ import (
 // bins are the binaries under test.
 var bins struct {
 	dir, daemon, ctl, goserver string
-	buildErr                    error
+	buildErr                   error
 }
 
 func TestMain(m *testing.M) {
