@@ -47,3 +47,21 @@ func RequireBinary(t testing.TB, name string) string {
 	Require(t, err == nil, name+" not found on PATH (make deps installs it)")
 	return p
 }
+
+// InVM reports whether the test runs inside the integration VM.
+func InVM() bool { return os.Getenv("CLONEBOT_VM") == "1" }
+
+// RequireVMFeature is for what only the integration VM is built to have
+// (cpuset in cgroup v2, two NUMA nodes, CAP_SYS_RESOURCE): on a host without
+// it the test skips, naming `make test-vm`, which runs it; inside the VM its
+// absence is a failure.
+func RequireVMFeature(t testing.TB, ok bool, reason string) {
+	t.Helper()
+	if ok {
+		return
+	}
+	if InVM() {
+		t.Fatalf("the integration VM must provide this: %s", reason)
+	}
+	t.Skipf("skipping on this host: %s; 'make test-vm' runs it in the two-node VM", reason)
+}
