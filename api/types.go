@@ -61,10 +61,17 @@ func (p Placement) Validate() error {
 	return fmt.Errorf("numa %q: want %q, %q or a node number >= 0", string(p), PlaceSame, PlaceSpread)
 }
 
-// ParsePlacement parses a CLI or JSON string value.
+// ParsePlacement parses a CLI or JSON string value; a node number is
+// normalised ("01" and "+1" become "1").
 func ParsePlacement(s string) (Placement, error) {
 	p := Placement(strings.TrimSpace(s))
-	return p, p.Validate()
+	if err := p.Validate(); err != nil {
+		return p, err
+	}
+	if n, ok := p.Node(); ok {
+		p = Placement(strconv.Itoa(n))
+	}
+	return p, nil
 }
 
 // UnmarshalJSON accepts a string or a non-negative integer.
@@ -135,8 +142,9 @@ func (b *ByteSize) UnmarshalJSON(data []byte) error {
 		*b = v
 		return nil
 	}
+	// 0 is accepted and means "no limit", as when the field is omitted.
 	var n int64
-	if err := json.Unmarshal(data, &n); err != nil || n < 0 {
+	if err := json.Unmarshal(data, &n); err != nil || n < 0 || n > 1<<62 {
 		return fmt.Errorf("size %s: want a positive number of bytes or a string like \"512M\"", string(data))
 	}
 	*b = ByteSize(n)
@@ -182,10 +190,10 @@ type Timings struct {
 
 // Listener is a listening socket of the target that the clone shares.
 type Listener struct {
-	PID     int    `json:"pid"`
-	FD      int    `json:"fd"`
-	Addr    string `json:"addr"` // "127.0.0.1:8080", "[::]:80"
-	Inode   uint64 `json:"inode"`
+	PID   int    `json:"pid"`
+	FD    int    `json:"fd"`
+	Addr  string `json:"addr"` // "127.0.0.1:8080", "[::]:80"
+	Inode uint64 `json:"inode"`
 	// ReusePortSet is true when clonebot set SO_REUSEPORT on the original's socket.
 	ReusePortSet bool `json:"reuseport_set"`
 }
