@@ -55,7 +55,12 @@ func TestMain(m *testing.M) {
 		if err := goBuild(tmp, "./integration/testdata/goserver"); err != nil && bins.buildErr == nil {
 			bins.buildErr = err
 		}
-		return m.Run()
+		code := m.Run()
+		if err := writeBenchReport(); err != nil {
+			fmt.Fprintln(os.Stderr, "write benchmark report:", err)
+			return 1
+		}
+		return code
 	}()
 	os.Exit(code)
 }
@@ -73,7 +78,7 @@ func goBuild(dir string, pkgs ...string) error {
 }
 
 // need checks what every end-to-end test needs.
-func need(t *testing.T) {
+func need(t testing.TB) {
 	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.RequireBinary(t, "criu")
@@ -82,14 +87,14 @@ func need(t *testing.T) {
 
 // daemon is a clonebotd started for one test.
 type daemon struct {
-	t                *testing.T
+	t                testing.TB
 	sock, state, img string
 	cmd              *exec.Cmd
 	logPath          string
 	c                *api.Client
 }
 
-func startDaemon(t *testing.T, extra ...string) *daemon {
+func startDaemon(t testing.TB, extra ...string) *daemon {
 	t.Helper()
 	need(t)
 	dir := t.TempDir()
@@ -151,7 +156,7 @@ func (d *daemon) stop() {
 	_ = syscall.Unmount(d.img, syscall.MNT_DETACH) // in case it died without
 }
 
-func ctx(t *testing.T) context.Context {
+func ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return c
@@ -194,7 +199,7 @@ type target struct {
 
 // startTarget starts argv in its own session with output to a file, and
 // kills it when the test ends.
-func startTarget(t *testing.T, argv []string, env ...string) *target {
+func startTarget(t testing.TB, argv []string, env ...string) *target {
 	t.Helper()
 	dir := t.TempDir()
 	out, err := os.Create(filepath.Join(dir, "out.log"))
@@ -218,7 +223,7 @@ func startTarget(t *testing.T, argv []string, env ...string) *target {
 }
 
 // startGoServer starts the testdata server and waits until it listens.
-func startGoServer(t *testing.T, args ...string) *target {
+func startGoServer(t testing.TB, args ...string) *target {
 	t.Helper()
 	pf := filepath.Join(t.TempDir(), "addr")
 	tg := startTarget(t, append([]string{bins.goserver, "-port-file", pf}, args...))
@@ -226,7 +231,7 @@ func startGoServer(t *testing.T, args ...string) *target {
 	return tg
 }
 
-func waitFile(t *testing.T, path string) string {
+func waitFile(t testing.TB, path string) string {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {

@@ -1,0 +1,247 @@
+//go:build linux
+
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/checkpoint-restore/go-criu/v8/stats"
+	"github.com/clonebot/clonebot/api"
+)
+
+// benchReps is how many interleaved repetitions each benchmark makes; the
+// machines are noisy (±50% between identical dumps), so medians are reported.
+const benchReps = 5
+
+// benchRow is one line of docs/BENCHMARKS.md.
+type benchRow struct {
+	name                    string
+	cloneMS, cloneFrozenMS  float64
+	rawMS, rawFrozenMS      float64
+	rawDumpMS, rawRestoreMS float64
+	clonePhases             api.Timings
+}
+
+var (
+	benchMu   sync.Mutex
+	benchRows []benchRow
+)
+
+// BenchmarkClone clones a small Go server and one with a 256 MiB heap, and
+// runs the raw CRIU CLI sequence (criu dump --leave-running --tcp-close to a
+// tmpfs, criu restore --restore-detached in a new PID and mount namespace)
+// on the same server in the same run, interleaved, reporting medians.
+func BenchmarkClone(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		args []string
+	}{
+		{"small", nil},
+		{"heap256MiB", []string{"-heap", "256"}},
+	} {
+		b.Run(bc.name, func(b *testing.B) { benchOne(b, bc.name, bc.args) })
+	}
+}
+
+func benchOne(b *testing.B, name string, args []string) {
+	d := startDaemon(b)
+	srv := startGoServer(b, append([]string{"-reuseport"}, args...)...)
+	var clone, cloneFrozen, raw, rawFrozen, rawDump, rawRestore []float64
+	var phases []api.Timings
+	for i := 0; i < b.N*benchReps; i++ {
+		// Raw CRIU first on odd runs, clonebot first on even ones.
+		runClone := func() {
+			rec, err := d.c.CreateClone(ctx(b), api.CloneRequest{PID: srv.pid})
+			if err != nil {
+				b.Fatalf("clone: %v", err)
+			}
+			clone = append(clone, rec.TimingsMS.Total)
+			cloneFrozen = append(cloneFrozen, rec.FrozenMS)
+			phases = append(phases, rec.TimingsMS)
+			if _, err := d.c.DeleteClone(ctx(b), rec.ID); err != nil {
+				b.Fatalf("rm: %v", err)
+			}
+		}
+		runRaw := func() {
+			dm, rm, fz := rawCRIU(b, srv.pid)
+			raw = append(raw, dm+rm)
+			rawDump = append(rawDump, dm)
+			rawRestore = append(rawRestore, rm)
+			rawFrozen = append(rawFrozen, fz)
+		}
+		if i%2 == 0 {
+			runClone()
+			runRaw()
+		} else {
+			runRaw()
+			runClone()
+		}
+	}
+	row := benchRow{name: name, cloneMS: median(clone), cloneFrozenMS: median(cloneFrozen), rawMS: median(raw),
+		rawFrozenMS: median(rawFrozen), rawDumpMS: median(rawDump), rawRestoreMS: median(rawRestore), clonePhases: medianPhases(phases)}
+	b.ReportMetric(row.cloneMS, "clone-ms")
+	b.ReportMetric(row.cloneFrozenMS, "frozen-ms")
+	b.ReportMetric(row.rawMS, "raw-criu-ms")
+	b.ReportMetric(row.rawFrozenMS, "raw-frozen-ms")
+	b.ReportMetric(row.cloneMS/row.rawMS, "clone/raw")
+	b.ReportMetric(row.cloneFrozenMS/row.rawFrozenMS, "frozen/raw")
+	benchMu.Lock()
+	benchRows = append(benchRows, row)
+	benchMu.Unlock()
+}
+
+// rawCRIU runs the CRIU CLI sequence by hand and returns the dump and
+// restore wall times and the frozen time CRIU reports, in ms.
+func rawCRIU(b *testing.B, pid int) (dumpMS, restoreMS, frozenMS float64) {
+	// Images on a tmpfs, as clonebot's.
+	dir, err := os.MkdirTemp("/dev/shm", "clonebot-raw-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	t0 := time.Now()
+	out, err := exec.Command("criu", "dump", "-t", fmt.Sprint(pid), "-D", dir, "--leave-running", "--tcp-close", "-o", "dump.log").CombinedOutput()
+	dumpMS = msSince(t0)
+	if err != nil {
+		b.Fatalf("criu dump: %v\n%s", err, out)
+	}
+	if f, err := os.Open(dir); err == nil {
+		if st, err := stats.CriuGetDumpStats(f); err == nil {
+			frozenMS = float64(st.GetFreezingTime()+st.GetFrozenTime()) / 1000
+		}
+		f.Close()
+	}
+	// criu must not be PID 1 of the namespace (--restore-detached would
+	// take the namespace down with it): sh stays as PID 1.
+	script := fmt.Sprintf("criu restore -D %s --tcp-close --restore-detached -o restore.log && echo restored; exec sleep 1000000", dir)
+	cmd := exec.Command("unshare", "--pid", "--mount", "--fork", "--mount-proc", "--propagation", "private", "sh", "-c", script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	stdout, _ := cmd.StdoutPipe()
+	t1 := time.Now()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	restoreMS = msSince(t1)
+	if strings.TrimSpace(line) != "restored" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		log, _ := os.ReadFile(filepath.Join(dir, "restore.log"))
+		b.Fatalf("raw criu restore failed:\n%s", tail(string(log), 20))
+	}
+	// Kill the namespace's PID 1 (the child of unshare): all of it goes.
+	for _, c := range children(cmd.Process.Pid) {
+		_ = syscall.Kill(c, syscall.SIGKILL)
+	}
+	_ = cmd.Wait()
+	return dumpMS, restoreMS, frozenMS
+}
+
+func tail(s string, n int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
+
+func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func medianPhases(ps []api.Timings) api.Timings {
+	pick := func(f func(api.Timings) float64) float64 {
+		var v []float64
+		for _, p := range ps {
+			v = append(v, f(p))
+		}
+		return median(v)
+	}
+	return api.Timings{
+		Preflight:  pick(func(p api.Timings) float64 { return p.Preflight }),
+		Freeze:     pick(func(p api.Timings) float64 { return p.Freeze }),
+		Checkpoint: pick(func(p api.Timings) float64 { return p.Checkpoint }),
+		Restore:    pick(func(p api.Timings) float64 { return p.Restore }),
+		Place:      pick(func(p api.Timings) float64 { return p.Place }),
+		Total:      pick(func(p api.Timings) float64 { return p.Total }),
+	}
+}
+
+// writeBenchReport writes docs/BENCHMARKS.md when CLONEBOT_BENCH_REPORT
+// names it (make bench).
+func writeBenchReport() error {
+	path := os.Getenv("CLONEBOT_BENCH_REPORT")
+	if path == "" || len(benchRows) == 0 {
+		return nil
+	}
+	var sb strings.Builder
+	host, _ := os.Hostname()
+	var uts syscall.Utsname
+	_ = syscall.Uname(&uts)
+	rel := utsString(uts.Release[:])
+	criuV, _ := exec.Command("criu", "--version").Output()
+	criuVersion := "CRIU " + strings.TrimSpace(strings.TrimPrefix(strings.SplitN(string(criuV), "\n", 2)[0], "Version:"))
+	cpu := cpuModel()
+	fmt.Fprintf(&sb, "# Benchmarks\n\nWritten by `make bench` on %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(&sb, "Machine: %s, %s, %d CPUs, kernel %s, %s, Go %s.\n\n", host, cpu, runtime.NumCPU(), rel, criuVersion, runtime.Version())
+	fmt.Fprintf(&sb, "Each figure is the median of %d interleaved repetitions of the same server, clonebot and the raw CRIU CLI sequence taking turns; these machines are noisy (±50%% between identical dumps), so compare the ratios of one run.\n\n", benchReps)
+	sb.WriteString("Raw CRIU: `criu dump --leave-running --tcp-close` to a tmpfs, then `criu restore --tcp-close --restore-detached` in a new PID and mount namespace (sh as its PID 1), timed until criu returns. clonebot: the API's `timings_ms.total` (preflight, placement, cgroup, namespace init, dump, restore, pinning and verification) and `frozen_ms`. Frozen times are CRIU's own `freezing_time + frozen_time` for both.\n\n")
+	sb.WriteString("| target | clonebot total | raw CRIU dump+restore | ratio | clonebot frozen | raw CRIU frozen | ratio |\n|---|---|---|---|---|---|---|\n")
+	for _, r := range benchRows {
+		fmt.Fprintf(&sb, "| %s | %.1f ms | %.1f ms (%.1f + %.1f) | %.2fx | %.1f ms | %.1f ms | %.2fx |\n",
+			r.name, r.cloneMS, r.rawMS, r.rawDumpMS, r.rawRestoreMS, r.cloneMS/r.rawMS, r.cloneFrozenMS, r.rawFrozenMS, r.cloneFrozenMS/r.rawFrozenMS)
+	}
+	sb.WriteString("\n## Where clonebot's time goes (medians, ms)\n\n| target | preflight | freeze | checkpoint | restore | place | total |\n|---|---|---|---|---|---|---|\n")
+	for _, r := range benchRows {
+		p := r.clonePhases
+		fmt.Fprintf(&sb, "| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n", r.name, p.Preflight, p.Freeze, p.Checkpoint, p.Restore, p.Place, p.Total)
+	}
+	return os.WriteFile(path, []byte(sb.String()), 0o644)
+}
+
+func utsString(b []int8) string {
+	var s []byte
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		s = append(s, byte(c))
+	}
+	return string(s)
+}
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+		}
+	}
+	return "unknown CPU"
+}
