@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every Fuzz target of the module for the given time each (default 10s).
+# Runs every Fuzz target of the module with the given budget each: a count
+# such as 200000x (the default), or a duration such as 30s.
 set -euo pipefail
-t=${1:-10s}
+t=${1:-200000x}
 go=${GO:-go}
 n=0
 for pkg in $($go list ./...); do
