@@ -163,6 +163,12 @@ type CloneRequest struct {
 	MemoryMax ByteSize `json:"memory_max,omitempty"`
 	// PidsMax sets pids.max of the clone's cgroup; 0 means no limit.
 	PidsMax int64 `json:"pids_max,omitempty"`
+	// IsolateNet restores the clone in a new network namespace with only
+	// loopback up: it takes no production traffic (debug clones).
+	IsolateNet bool `json:"isolate_net,omitempty"`
+	// Operation is an ID the caller picks (8..64 of [a-z0-9-]) to follow the
+	// operation's events at GET /v1/operations/{id}/events while it runs.
+	Operation string `json:"operation,omitempty"`
 }
 
 // Clone states.
@@ -233,7 +239,23 @@ type Clone struct {
 	MemoryMax ByteSize `json:"memory_max,omitempty"`
 	PidsMax   int64    `json:"pids_max,omitempty"`
 	Warnings  []string `json:"warnings,omitempty"`
+	// Kind is "clone" (a checkpoint/restore copy) or "upgrade" (a new
+	// process that inherited the original's listeners).
+	Kind string `json:"kind"`
+	// IsolatedNet is true when the clone has a network namespace of its
+	// own (loopback only).
+	IsolatedNet bool `json:"isolated_net,omitempty"`
+	// Takeover is set when the clone replaced the original.
+	Takeover *TakeoverInfo `json:"takeover,omitempty"`
+	// Operation is the ID of the operation that made it (see events).
+	Operation string `json:"operation,omitempty"`
 }
+
+// Kinds of Clone.
+const (
+	KindClone   = "clone"
+	KindUpgrade = "upgrade"
+)
 
 // Feature says whether a capability of the host works, and why not.
 type Feature struct {
@@ -295,3 +317,121 @@ type ErrorDetail struct {
 	Message string `json:"message"`
 	Hint    string `json:"hint,omitempty"`
 }
+
+// Duration is a time span. On the wire it is a Go duration string ("10s",
+// "1m30s") or a number of seconds.
+type Duration time.Duration
+
+// UnmarshalJSON accepts "10s" or 10.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		v, err := time.ParseDuration(s)
+		if err != nil || v < 0 {
+			return fmt.Errorf("duration %q: want e.g. \"10s\" or a number of seconds", s)
+		}
+		*d = Duration(v)
+		return nil
+	}
+	var f float64
+	if err := json.Unmarshal(b, &f); err != nil || f < 0 || f > 1e6 {
+		return fmt.Errorf("duration %s: want e.g. \"10s\" or a number of seconds", string(b))
+	}
+	*d = Duration(f * float64(time.Second))
+	return nil
+}
+
+// MarshalJSON writes the Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// Handover configures how traffic moves from the original to its
+// replacement (takeover and upgrade).
+type Handover struct {
+	// Probe checks the replacement before the original is touched: an
+	// http:// URL that must answer 2xx, or "tcp" (connect to each of the
+	// original's listening addresses). "" means "tcp".
+	Probe string `json:"probe,omitempty"`
+	// ProbeTimeout bounds the probing; 0 means 10s.
+	ProbeTimeout Duration `json:"probe_timeout,omitempty"`
+	// DrainSignal is sent to the original once the replacement is healthy:
+	// "TERM" (default), "QUIT" (nginx), "INT", "HUP", "USR1", "USR2", "WINCH".
+	DrainSignal string `json:"drain_signal,omitempty"`
+	// DrainTimeout is how long the original may take to exit after the
+	// signal before it is killed; 0 means 30s.
+	DrainTimeout Duration `json:"drain_timeout,omitempty"`
+	// ShutdownListener stops the original's listeners from outside before
+	// the signal (for servers that exit abruptly on it): no new connection
+	// reaches the original, connections queued in it move to the
+	// replacement, and the signal waits for its open connections to end.
+	ShutdownListener bool `json:"shutdown_listener,omitempty"`
+}
+
+// TakeoverRequest is the body of POST /v1/takeovers: a clone, then a handover.
+type TakeoverRequest struct {
+	CloneRequest
+	Handover
+}
+
+// UpgradeRequest is the body of POST /v1/upgrades: a new process inherits
+// the original's listeners through socket activation, then a handover.
+type UpgradeRequest struct {
+	PID int `json:"pid"`
+	// Exec is the absolute path of the new binary.
+	Exec string `json:"exec"`
+	// Args are its arguments (argv[1:]); nil means the original's.
+	Args []string `json:"args,omitempty"`
+	// Env are "KEY=VALUE" overrides on top of the original's environment.
+	Env       []string  `json:"env,omitempty"`
+	NUMA      Placement `json:"numa,omitempty"`
+	Name      string    `json:"name,omitempty"`
+	MemoryMax ByteSize  `json:"memory_max,omitempty"`
+	PidsMax   int64     `json:"pids_max,omitempty"`
+	// Operation: see CloneRequest.Operation.
+	Operation string `json:"operation,omitempty"`
+	Handover
+}
+
+// TakeoverInfo is how a handover went.
+type TakeoverInfo struct {
+	// ProbeMS is how long the replacement took to pass its probe.
+	ProbeMS float64 `json:"probe_ms"`
+	// DrainMS is from the drain signal to the original's exit.
+	DrainMS float64 `json:"drain_ms"`
+	// OriginalExit is "exited" (within the drain timeout) or "killed".
+	OriginalExit string `json:"original_exit"`
+	DrainSignal  string `json:"drain_signal"`
+	// RequestsMigrated counts connections the kernel moved from the
+	// original's accept queues to the replacement (TCPMigrateReqSuccess).
+	RequestsMigrated int64 `json:"requests_migrated"`
+	// ListenerShutdown is true when the original's listeners were stopped
+	// from outside before the signal.
+	ListenerShutdown bool    `json:"listener_shutdown,omitempty"`
+	TotalMS          float64 `json:"total_ms"`
+}
+
+// Event is one step of a long operation, streamed as newline-delimited JSON
+// by GET /v1/operations/{id}/events.
+type Event struct {
+	Time      time.Time `json:"time"`
+	Operation string    `json:"operation"`
+	// Kind is "clone", "takeover" or "upgrade".
+	Kind string `json:"kind"`
+	// Phase is e.g. "preflight", "prepare", "checkpoint", "restore",
+	// "place", "probe", "drain"; "operation" for the whole.
+	Phase string `json:"phase"`
+	// State is "start", "done" or "failed".
+	State     string  `json:"state"`
+	ElapsedMS float64 `json:"elapsed_ms"`
+	// Bytes is the memory dumped or restored, where known.
+	Bytes   int64  `json:"bytes,omitempty"`
+	Message string `json:"message,omitempty"`
+	// CloneID is set once the clone has an ID.
+	CloneID string `json:"clone_id,omitempty"`
+}
+
+// Event states.
+const (
+	EventStart  = "start"
+	EventDone   = "done"
+	EventFailed = "failed"
+)

@@ -94,6 +94,9 @@ type Manager struct {
 	// unmounts it).
 	mountedImages bool
 
+	ops     ops
+	migrate *migrateSysctl
+
 	mu     sync.Mutex
 	clones map[string]*entry
 	busy   map[int]string // target PID -> operation
@@ -106,6 +109,8 @@ type entry struct {
 	rec  api.Clone
 	st   stored
 	init *nsinit.Process // nil when adopted after a restart
+	// wait, when set, waits for the clone's end (the daemon's own child).
+	wait func() (*nsinit.ExitStatus, error)
 	cg   *cgroup.Cgroup
 	dir  string
 	done chan struct{} // closed once the clone has exited and is recorded
@@ -141,6 +146,10 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		return nil, err
 	}
 	m.mountedImages = mounted
+	m.migrate = &migrateSysctl{path: migrateReqPath, journal: filepath.Join(opts.StateDir, "tcp_migrate_req.json")}
+	if err := m.migrate.recover(); err != nil {
+		m.log.Warn("could not put back net.ipv4.tcp_migrate_req left changed by a previous daemon", "err", err)
+	}
 	m.cg, m.cgErr = cgroup.Detect()
 	m.ancestors = ancestors(opts.Proc, os.Getpid())
 	m.caps = capabilities(opts.Proc)
@@ -451,7 +460,7 @@ func (m *Manager) watch(e *entry) {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		st, err := e.init.Wait()
+		st, err := e.wait()
 		if err != nil || st == nil {
 			st = m.readExit(e)
 		}
@@ -589,4 +598,43 @@ func pruneLogs(dir string, max int) {
 	for _, x := range fs[min(max, len(fs)):] {
 		_ = os.Remove(filepath.Join(dir, x.name))
 	}
+}
+
+// Events returns the events of operation id so far and a channel of the
+// next ones (closed when it ends); cancel ends the subscription.
+func (m *Manager) Events(id string) (past []api.Event, next <-chan api.Event, cancel func(), err error) {
+	if err := ValidOperationID(id); err != nil {
+		return nil, nil, nil, fault.New(fault.Invalid, err.Error(), "", nil)
+	}
+	op, ok := m.ops.get(id)
+	if !ok {
+		return nil, nil, nil, fault.New(fault.NotFound, fmt.Sprintf("no operation %s", id),
+			"operations are kept for 5 minutes after they end; pass \"operation\" in the request to follow it", nil)
+	}
+	past, next, cancel = op.subscribe()
+	return past, next, cancel, nil
+}
+
+// beginOp registers an operation for a request.
+func (m *Manager) beginOp(id, kind string) (*operation, error) {
+	op, err := m.ops.begin(id, kind)
+	if err != nil {
+		k := fault.Invalid
+		if ValidOperationID(id) == nil {
+			k = fault.Conflict
+		}
+		return nil, fault.New(k, err.Error(), "", nil)
+	}
+	op.emit("operation", api.EventStart, 0, "")
+	return op, nil
+}
+
+// endOp records how the operation ended and releases it.
+func (m *Manager) endOp(op *operation, err error) {
+	if err != nil {
+		op.emit("operation", api.EventFailed, 0, err.Error())
+	} else {
+		op.emit("operation", api.EventDone, 0, "")
+	}
+	m.ops.finish(op)
 }

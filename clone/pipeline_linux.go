@@ -52,6 +52,18 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // clonebot set is cleared again, and the half-made clone (init, namespace,
 // cgroup, images) is removed.
 func (m *Manager) Clone(ctx context.Context, req api.CloneRequest, who Caller) (*api.Clone, error) {
+	op, err := m.beginOp(req.Operation, "clone")
+	if err != nil {
+		return nil, err
+	}
+	rec, err := m.clone(ctx, req, who, op, false)
+	m.endOp(op, err)
+	return rec, err
+}
+
+// clone runs the pipeline; claimed is true when the caller already holds
+// the target (a takeover).
+func (m *Manager) clone(ctx context.Context, req api.CloneRequest, who Caller, op *operation, claimed bool) (*api.Clone, error) {
 	t0 := time.Now()
 	if err := validate(req); err != nil {
 		return nil, err
@@ -59,23 +71,30 @@ func (m *Manager) Clone(ctx context.Context, req api.CloneRequest, who Caller) (
 	if _, err := m.ready(ctx); err != nil {
 		return nil, err
 	}
-	release, err := m.claim(req.PID, "clone")
-	if err != nil {
-		return nil, err
+	if !claimed {
+		release, err := m.claim(req.PID, "clone")
+		if err != nil {
+			return nil, err
+		}
+		defer release()
 	}
-	defer release()
 
 	var tm api.Timings
-	p, err := m.preflight(req, who)
+	var p *plan
+	err := op.phase("preflight", func() (err error) {
+		p, err = m.preflight(req, who)
+		return err
+	})
 	tm.Preflight = ms(time.Since(t0))
 	if err != nil {
 		return nil, err
 	}
 	id := newID()
+	op.setClone(id)
 	log := m.log.With("id", id, "source_pid", req.PID)
-	log.Info("cloning", "processes", len(p.tree), "node", p.node.ID, "pinning", p.pinning, "freeze", freezeMode(p))
+	log.Info("cloning", "processes", len(p.tree), "node", p.node.ID, "pinning", p.pinning, "freeze", freezeMode(p), "isolate_net", req.IsolateNet)
 
-	c := &making{m: m, p: p, id: id, req: req, who: who, log: log}
+	c := &making{m: m, p: p, id: id, req: req, who: who, log: log, op: op}
 	rec, err := c.run(ctx, &tm, t0)
 	if err != nil {
 		uerr := c.undo()
@@ -356,11 +375,13 @@ type making struct {
 	init        *nsinit.Process
 	reuseSet    []handover.Socket // listeners we set SO_REUSEPORT on
 	e           *entry
+	op          *operation
 	keptLogs    map[string]string // where undo moved the logs
 }
 
 func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.Clone, error) {
 	m, p := c.m, c.p
+	c.op.emit("prepare", api.EventStart, 0, "")
 	c.dir = filepath.Join(m.opts.StateDir, "clones", c.id)
 	c.imgDir = filepath.Join(m.opts.ImageDir, c.id)
 	for _, d := range []string{c.dir, c.imgDir} {
@@ -397,6 +418,7 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 		ID: c.id, Name: c.req.Name, SourcePID: p.pid, NUMANode: p.node.ID, CPUs: p.node.CPUList,
 		Mems: strconv.Itoa(p.node.ID), Pinning: p.pinning, Freeze: freezeMode(p), State: api.StateCreating,
 		CreatedAt: now, MemoryMax: c.req.MemoryMax, PidsMax: c.req.PidsMax, LogPath: logPath,
+		Kind: api.KindClone, IsolatedNet: c.req.IsolateNet, Operation: c.op.id,
 	}
 	if c.e.rec.Name == "" {
 		c.e.rec.Name = sanitizeName(p.tree[0].Status.Name)
@@ -427,9 +449,9 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	}
 
 	// Listeners lacking SO_REUSEPORT get it now, so the clone can bind
-	// beside the original.
+	// beside the original (an isolated clone binds in its own namespace).
 	for _, s := range p.sockets {
-		if s.ReusePort {
+		if s.ReusePort || c.req.IsolateNet {
 			continue
 		}
 		if err := handover.SetReusePort(s, true); err != nil {
@@ -438,7 +460,7 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 		c.reuseSet = append(c.reuseSet, s)
 	}
 	for _, s := range p.sockets {
-		c.e.rec.Listeners = append(c.e.rec.Listeners, api.Listener{PID: s.PID, FD: s.FD, Addr: s.Local.String(), Inode: s.Inode, ReusePortSet: !s.ReusePort})
+		c.e.rec.Listeners = append(c.e.rec.Listeners, api.Listener{PID: s.PID, FD: s.FD, Addr: s.Local.String(), Inode: s.Inode, ReusePortSet: !s.ReusePort && !c.req.IsolateNet})
 	}
 
 	// The init waits in its namespaces for the restore request: starting it
@@ -452,13 +474,14 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 		cgfd.Close()
 		return nil, fault.New(fault.Internal, "create the init's log", "", err)
 	}
-	c.init, err = nsinit.Start(nsinit.StartOptions{Exe: m.opts.InitExe, Cgroup: cgfd, Log: initLog})
+	c.init, err = nsinit.Start(nsinit.StartOptions{Exe: m.opts.InitExe, Cgroup: cgfd, Log: initLog, NewNet: c.req.IsolateNet})
 	cgfd.Close()
 	initLog.Close()
 	if err != nil {
 		return nil, fault.New(fault.Internal, fmt.Sprintf("start the init of clone %s", c.id), "", err)
 	}
 	c.e.init = c.init
+	c.e.wait = c.init.Wait
 	c.e.st.InitPID = c.init.Pid
 	if s, err := m.opts.Proc.Stat(c.init.Pid); err == nil {
 		c.e.st.InitStart = s.StartTime
@@ -470,7 +493,10 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 		return nil, fault.New(fault.Internal, "record the clone", "", perr)
 	}
 
+	c.op.emit("prepare", api.EventDone, 0, "")
+
 	// Freeze and checkpoint: CRIU freezes (cgroup or ptrace), dumps, thaws.
+	c.op.emit("checkpoint", api.EventStart, 0, "")
 	tDump := time.Now()
 	ds, err := criu.Runner{Path: m.opts.CRIUPath}.Dump(criu.DumpOptions{
 		PID: p.pid, ImageDir: c.imgDir, WorkDir: c.dir, LogLevel: m.opts.CRIULogLevel,
@@ -480,6 +506,8 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	if err != nil {
 		return nil, c.criuFault("checkpoint", err)
 	}
+	c.op.emit("checkpoint", api.EventDone, int64(ds.PagesWritten)*int64(os.Getpagesize()),
+		fmt.Sprintf("original frozen %.1f ms", float64(ds.FreezingUS+ds.FrozenUS)/1000))
 	tm.Freeze = float64(ds.FreezingUS) / 1000
 	tm.Checkpoint = dumpWall - tm.Freeze
 	c.e.rec.FrozenMS = float64(ds.FreezingUS+ds.FrozenUS) / 1000
@@ -493,11 +521,12 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	}
 
 	// Restore in the init's namespaces.
+	c.op.emit("restore", api.EventStart, 0, "")
 	tRestore := time.Now()
 	icfg := nsinit.Config{
 		CRIUPath: m.opts.CRIUPath, ImageDir: c.imgDir, WorkDir: c.dir, LogLevel: m.opts.CRIULogLevel,
 		Inherit: inherit, ShellJob: p.shellJob, ExtUnixSk: true, StatusFile: c.e.st.StatusFile,
-		TTYs: p.ttyKeys, TTYLog: logPath,
+		TTYs: p.ttyKeys, TTYLog: logPath, LoopbackUp: c.req.IsolateNet,
 	}
 	if cg.Pinning == api.PinAffinity {
 		icfg.CPUs, icfg.MemNodes = p.node.CPUs, []int{p.node.ID}
@@ -515,6 +544,7 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 		}
 		return nil, fault.New(fault.Failed, fmt.Sprintf("restore the clone of PID %d", p.pid), "", err)
 	}
+	c.op.emit("restore", api.EventDone, int64(rep.PagesRestored)*int64(os.Getpagesize()), "")
 	c.e.rec.NSPID = rep.NSPID
 	// The images have served their purpose; they hold a copy of the
 	// original's memory, so they go now.
@@ -523,6 +553,7 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	}
 
 	// Place and verify.
+	c.op.emit("place", api.EventStart, 0, "")
 	tPlace := time.Now()
 	hostPID, err := c.findRoot(rep.NSPID)
 	if err != nil {
@@ -539,6 +570,7 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	c.e.rec.NUMALocalFraction = localFraction(m.opts.Proc, cloneTree, p.node.ID)
 	warnings = append(warnings, c.verifyListeners(cloneTree)...)
 	tm.Place = ms(time.Since(tPlace))
+	c.op.emit("place", api.EventDone, 0, fmt.Sprintf("node %d, %s pinning, %.0f%% of memory local", p.node.ID, cg.Pinning, 100*c.e.rec.NUMALocalFraction))
 	tm.Total = ms(time.Since(t0))
 	c.e.rec.TimingsMS = *tm
 	c.e.rec.Warnings = append(p.warnings, warnings...)

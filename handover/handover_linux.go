@@ -178,3 +178,32 @@ func SetReusePort(s Socket, on bool) error {
 	}
 	return nil
 }
+
+// Shutdown stops the target's listener s from outside (shutdown(2) on a
+// duplicate): it leaves the listen state, so no new connection reaches it,
+// and with net.ipv4.tcp_migrate_req=1 the connections queued in it move to
+// another listener of its SO_REUSEPORT group. It reads back SO_ACCEPTCONN.
+func Shutdown(s Socket) error {
+	dup, err := dupSocket(s)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dup)
+	if err := unix.Shutdown(dup, unix.SHUT_RD); err != nil && !errors.Is(err, unix.ENOTCONN) {
+		return fmt.Errorf("shutdown %s: %w", s, err)
+	}
+	if acc, err := unix.GetsockoptInt(dup, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err == nil && acc != 0 {
+		return fmt.Errorf("%s still listens after shutdown", s)
+	}
+	return nil
+}
+
+// Dup returns a duplicate of the target's socket s (close-on-exec), checked
+// to still be the same socket.
+func Dup(s Socket) (*os.File, error) {
+	fd, err := dupSocket(s)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "socket:"+s.Local.String()), nil
+}

@@ -9,3 +9,6 @@ func FindSockets(fs proc.FS, pids []int) ([]Socket, error) { return nil, ErrUnsu
 
 // SetReusePort is not supported outside Linux.
 func SetReusePort(s Socket, on bool) error { return ErrUnsupported }
+
+// Shutdown is not supported outside Linux.
+func Shutdown(s Socket) error { return ErrUnsupported }

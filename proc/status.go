@@ -33,6 +33,8 @@ type Status struct {
 	// (the reader's) first. len(NSpid) > 1 means a nested PID namespace and
 	// NSpid[len(NSpid)-1] is the ID the task sees for itself.
 	NSpid []int
+	// Groups are the supplementary group IDs.
+	Groups []int
 	// NSpgid and NSsid are the process group and session IDs per PID
 	// namespace, ordered like NSpid.
 	NSpgid, NSsid []int
@@ -99,6 +101,8 @@ func ParseStatus(r io.Reader) (*Status, error) {
 			s.Threads, err = strconv.Atoi(val)
 		case "NSpid":
 			s.NSpid, err = parseInts(val)
+		case "Groups":
+			s.Groups, err = parseInts(val)
 		case "NSpgid":
 			s.NSpgid, err = parseInts(val)
 		case "NSsid":

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/clonebot/clonebot/activation"
 	"github.com/clonebot/clonebot/api"
 	"github.com/clonebot/clonebot/clone"
 	"github.com/clonebot/clonebot/fault"
@@ -34,8 +35,14 @@ import (
 const SocketGroup = "clonebot"
 
 func main() {
+	// The daemon's binary is also each clone's namespace init and the shim
+	// that starts upgraded processes.
 	if nsinit.IsInit() {
 		nsinit.Main()
+		return
+	}
+	if activation.IsShim() {
+		activation.ShimMain()
 		return
 	}
 	os.Exit(run(os.Args[1:], os.Stderr))

@@ -23,6 +23,9 @@ type service interface {
 	Get(id string, who clone.Caller) (api.Clone, error)
 	Remove(ctx context.Context, id string, who clone.Caller) (api.Clone, error)
 	Status(ctx context.Context) api.Status
+	Takeover(ctx context.Context, req api.TakeoverRequest, who clone.Caller) (*api.Clone, error)
+	Upgrade(ctx context.Context, req api.UpgradeRequest, who clone.Caller) (*api.Clone, error)
+	Events(id string) (past []api.Event, next <-chan api.Event, cancel func(), err error)
 }
 
 // server maps HTTP requests onto the service. It is a thin layer: decoding,
@@ -45,6 +48,9 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /v1/clones/{id}", s.handle(s.getClone))
 	mux.HandleFunc("DELETE /v1/clones/{id}", s.handle(s.deleteClone))
 	mux.HandleFunc("GET /v1/status", s.handle(s.status))
+	mux.HandleFunc("POST /v1/takeovers", s.handle(s.takeover))
+	mux.HandleFunc("POST /v1/upgrades", s.handle(s.upgrade))
+	mux.HandleFunc("GET /v1/operations/{id}/events", s.handle(s.events))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, api.ErrorDetail{Code: "not_found",
 			Message: fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path), Hint: "see the endpoints in the api package's documentation"})
@@ -62,6 +68,9 @@ func (s *server) handle(h handlerFunc) http.HandlerFunc {
 		var body any
 		if err == nil {
 			status, body, err = h(w, r, who)
+		}
+		if errors.Is(err, errStreamed) {
+			return
 		}
 		if err != nil {
 			status = writeFault(w, err)
@@ -166,6 +175,73 @@ func (s *server) createClone(w http.ResponseWriter, r *http.Request, who clone.C
 	}
 	return http.StatusCreated, rec, nil
 }
+
+func (s *server) takeover(w http.ResponseWriter, r *http.Request, who clone.Caller) (int, any, error) {
+	var req api.TakeoverRequest
+	if err := decode(w, r, &req); err != nil {
+		return 0, nil, err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cloneTimeout+2*time.Hour)
+	defer cancel()
+	rec, err := s.svc.Takeover(ctx, req, who)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusCreated, rec, nil
+}
+
+func (s *server) upgrade(w http.ResponseWriter, r *http.Request, who clone.Caller) (int, any, error) {
+	var req api.UpgradeRequest
+	if err := decode(w, r, &req); err != nil {
+		return 0, nil, err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cloneTimeout+2*time.Hour)
+	defer cancel()
+	rec, err := s.svc.Upgrade(ctx, req, who)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusCreated, rec, nil
+}
+
+// events streams an operation's events as newline-delimited JSON, from the
+// first, until it ends or the client goes away.
+func (s *server) events(w http.ResponseWriter, r *http.Request, who clone.Caller) (int, any, error) {
+	past, next, cancel, err := s.svc.Events(r.PathValue("id"))
+	if err != nil {
+		return 0, nil, err
+	}
+	defer cancel()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	fl, _ := w.(http.Flusher)
+	for _, ev := range past {
+		_ = enc.Encode(ev)
+	}
+	if fl != nil {
+		fl.Flush()
+	}
+	for {
+		select {
+		case ev, ok := <-next:
+			if !ok {
+				return 0, nil, errStreamed
+			}
+			if err := enc.Encode(ev); err != nil {
+				return 0, nil, errStreamed
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+		case <-r.Context().Done():
+			return 0, nil, errStreamed
+		}
+	}
+}
+
+// errStreamed tells handle that the handler wrote the response itself.
+var errStreamed = errors.New("response streamed")
 
 func (s *server) listClones(w http.ResponseWriter, r *http.Request, who clone.Caller) (int, any, error) {
 	return http.StatusOK, s.svc.List(who), nil
