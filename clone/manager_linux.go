@@ -564,7 +564,7 @@ func capabilities(pfs proc.FS) map[string]bool {
 // read, and returns where each went.
 func (m *Manager) keepLogs(id, dir string) map[string]string {
 	kept := map[string]string{}
-	for _, name := range []string{"dump.log", "restore.log", "init.log"} {
+	for _, name := range []string{"dump.log", "restore.log", "init.log", "output.log"} {
 		src := filepath.Join(dir, name)
 		if _, err := os.Stat(src); err != nil {
 			continue

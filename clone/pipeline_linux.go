@@ -377,6 +377,9 @@ type making struct {
 	e           *entry
 	op          *operation
 	keptLogs    map[string]string // where undo moved the logs
+	// initWaited, when set, delivers the init's status: something already
+	// waits for it.
+	initWaited chan *nsinit.ExitStatus
 }
 
 func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.Clone, error) {
@@ -557,6 +560,14 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	tPlace := time.Now()
 	hostPID, err := c.findRoot(rep.NSPID)
 	if err != nil {
+		if st := c.exitedEarly(); st != nil {
+			how := fmt.Sprintf("exit code %d", st.Code)
+			if st.Signal != "" {
+				how = "signal " + st.Signal
+			}
+			return nil, fault.New(fault.Failed, fmt.Sprintf("the clone of PID %d exited right after its restore (%s)", p.pid, how),
+				"its output is kept in "+filepath.Join(m.opts.StateDir, "logs", c.id+"-output.log"), nil)
+		}
 		return nil, fault.New(fault.Failed, fmt.Sprintf("find the restored clone of PID %d", p.pid), "", err)
 	}
 	c.e.rec.PID = hostPID
@@ -627,7 +638,11 @@ func (c *making) undo() error {
 	var errs []error
 	if c.init != nil {
 		c.init.Kill()
-		_, _ = c.init.Wait()
+		if c.initWaited != nil {
+			<-c.initWaited
+		} else {
+			_, _ = c.init.Wait()
+		}
 	}
 	if c.cg != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -677,6 +692,25 @@ func ensureReleased(pfs proc.FS, p *plan) []error {
 		}
 	}
 	return errs
+}
+
+// exitedEarly returns how the clone ended if its init exits within a
+// moment (the clone died right after its restore), else nil.
+func (c *making) exitedEarly() *nsinit.ExitStatus {
+	ch := make(chan *nsinit.ExitStatus, 1)
+	go func() {
+		st, _ := c.init.Wait()
+		ch <- st
+	}()
+	c.initWaited = ch
+	select {
+	case st := <-ch:
+		c.initWaited = nil
+		c.init = nil // reaped
+		return st
+	case <-time.After(time.Second):
+		return nil // undo kills it and takes the status from initWaited
+	}
 }
 
 // findRoot returns the host PID of the init's child whose PID in the

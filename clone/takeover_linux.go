@@ -128,9 +128,20 @@ func (m *Manager) takeover(ctx context.Context, req api.TakeoverRequest, hp *han
 
 	rec, err := m.clone(ctx, req.CloneRequest, who, op, true)
 	if err != nil {
-		return nil, err
+		return nil, rolledBack(req.PID, err)
 	}
 	return m.handOver(ctx, rec, req.PID, listeners, hp, op, t0)
+}
+
+// rolledBack marks a failure of the clone step of a takeover, which the
+// clone pipeline has already undone.
+func rolledBack(pid int, err error) error {
+	fe := fault.As(err)
+	if fe == nil {
+		return err
+	}
+	return &fault.Error{Kind: fe.Kind, Message: fmt.Sprintf("takeover of PID %d rolled back: %s; the original serves as before", pid, fe.Message),
+		Hint: fe.Hint, Err: fe.Err}
 }
 
 // listenersOf returns the target's listening sockets, refusing a target

@@ -50,6 +50,8 @@ var (
 	activation = flag.Bool("activation", false, "use the listener passed by socket activation (LISTEN_FDS)")
 	portFile   = flag.String("port-file", "", "write the bound address here once listening")
 	hold       = flag.String("hold", "", "keep an fd CRIU cannot dump open: perf or iouring")
+	exitCloned = flag.Bool("exit-if-cloned", false, "exit(3) soon after finding itself in another PID namespace (a clone that crashes)")
+	ignoreTerm = flag.Bool("ignore-term", false, "ignore SIGTERM (a server that does not drain)")
 )
 
 var (
@@ -111,8 +113,26 @@ func main() {
 		fmt.Fprintln(w, *version)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if *exitCloned {
+		go func() {
+			for {
+				time.Sleep(10 * time.Millisecond)
+				if ns, _ := os.Readlink("/proc/self/ns/pid"); ns != pidns {
+					log.Printf("running in %s instead of %s: exiting", ns, pidns)
+					os.Exit(3)
+				}
+			}
+		}()
+	}
+	if *ignoreTerm {
+		signal.Ignore(syscall.SIGTERM)
+	}
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	if *ignoreTerm {
+		signal.Notify(sigs, syscall.SIGINT)
+	} else {
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	}
 	done := make(chan struct{})
 	go func() {
 		<-sigs
