@@ -378,8 +378,9 @@ type UpgradeRequest struct {
 	PID int `json:"pid"`
 	// Exec is the absolute path of the new binary.
 	Exec string `json:"exec"`
-	// Args are its arguments (argv[1:]); nil means the original's.
-	Args []string `json:"args,omitempty"`
+	// Args are its arguments (argv[1:]); null or absent means the
+	// original's, [] means none.
+	Args []string `json:"args"`
 	// Env are "KEY=VALUE" overrides on top of the original's environment.
 	Env       []string  `json:"env,omitempty"`
 	NUMA      Placement `json:"numa,omitempty"`

@@ -297,13 +297,22 @@ func (m *Manager) inspect(pid int) (*ProcInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	pi := &ProcInfo{PID: pid, Status: st, Stat: stat, FDs: fds, Flags: map[int]uint32{}}
+	pi := &ProcInfo{PID: pid, Status: st, Stat: stat, FDs: fds, Flags: map[int]uint32{}, FileKeys: map[int]string{}}
 	for _, fd := range fds {
-		if fd.Kind != proc.FDPipe && fd.Kind != proc.FDTTY {
+		stdFile := fd.Kind == proc.FDFile && (fd.Num == 1 || fd.Num == 2)
+		if fd.Kind != proc.FDPipe && fd.Kind != proc.FDTTY && !stdFile {
 			continue
 		}
-		if info, err := pfs.FDInfo(pid, fd.Num); err == nil {
-			pi.Flags[fd.Num] = info.Flags
+		info, err := pfs.FDInfo(pid, fd.Num)
+		if err != nil {
+			continue
+		}
+		pi.Flags[fd.Num] = info.Flags
+		if stdFile {
+			var sb unix.Stat_t
+			if err := unix.Stat(filepath.Join(pfs.Root, strconv.Itoa(pid), "fd", strconv.Itoa(fd.Num)), &sb); err == nil && sb.Mode&unix.S_IFMT == unix.S_IFREG {
+				pi.FileKeys[fd.Num] = fmt.Sprintf("file[%x:%x]", info.MntID, sb.Ino)
+			}
 		}
 	}
 	return pi, nil
@@ -410,7 +419,10 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 			continue
 		}
 		inherit = append(inherit, nsinit.InheritSpec{Key: in.Key, Path: in.Path, Flags: in.Flags})
-		if in.Path == logPath {
+		switch {
+		case strings.HasPrefix(in.Key, "file["):
+			warnings = append(warnings, fmt.Sprintf("the original's output file %s goes to %s in the clone", in.Why, logPath))
+		case in.Path == logPath:
 			warnings = append(warnings, fmt.Sprintf("the original's pipe %s (%s) goes to %s in the clone", in.Key, in.Why, logPath))
 		}
 	}
@@ -503,7 +515,7 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	tDump := time.Now()
 	ds, err := criu.Runner{Path: m.opts.CRIUPath}.Dump(criu.DumpOptions{
 		PID: p.pid, ImageDir: c.imgDir, WorkDir: c.dir, LogLevel: m.opts.CRIULogLevel,
-		FreezeCgroup: p.freezeCgroup, ExtUnixSk: true, ShellJob: p.shellJob,
+		FreezeCgroup: p.freezeCgroup, ExtUnixSk: true, ShellJob: p.shellJob, External: p.stdio.External,
 	})
 	dumpWall := ms(time.Since(tDump))
 	if err != nil {
@@ -518,6 +530,9 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 		if err := criu.DetachTerminals(c.imgDir); err != nil {
 			return nil, fault.New(fault.Internal, fmt.Sprintf("detach the terminal of PID %d in the images", p.pid), "", err)
 		}
+	}
+	if err := criu.SkipSizeCheck(c.imgDir, p.stdio.External); err != nil {
+		return nil, fault.New(fault.Internal, fmt.Sprintf("give the clone of PID %d output files of its own in the images", p.pid), "", err)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, c.ctxFault("after the checkpoint", err)

@@ -17,8 +17,11 @@ type ProcInfo struct {
 	Stat   *proc.Stat
 	FDs    []proc.FD
 	// Flags holds the open flags of the fds that planning needs (pipes,
-	// ttys), by fd number.
+	// ttys, stdout and stderr), by fd number.
 	Flags map[int]uint32
+	// FileKeys are CRIU's names (file[mnt_id:inode]) of the regular files
+	// on stdout and stderr, by fd number.
+	FileKeys map[int]string
 }
 
 // Inherit is a resource of the original that the clone gets a substitute
@@ -37,13 +40,20 @@ type Inherit struct {
 type StdioPlan struct {
 	Inherit  []Inherit
 	ShellJob bool
+	// External are files CRIU must dump as external (file[mnt_id:inode]),
+	// so that an Inherit can replace them.
+	External []string
 }
 
 // PlanStdio decides, from the tree's fd tables, which resources are replaced
 // in the clone: a pipe with only one end in the tree becomes logPath (for the
 // writing end) or /dev/null (for the reading end); a terminal becomes logPath
-// for writers and /dev/null for readers, and the dump is a shell job. Files,
-// sockets and pipes internal to the tree are restored as they are.
+// for writers and /dev/null for readers, and the dump is a shell job; a
+// regular file on stdout or stderr opened without O_APPEND ("server > log")
+// becomes logPath, because the original keeps writing it and CRIU refuses
+// to restore a file whose size changed (and the copies would overwrite each
+// other's lines). Other files, sockets and pipes internal to the tree are
+// restored as they are.
 func PlanStdio(tree []ProcInfo, logPath string) StdioPlan {
 	type use struct {
 		read, write bool
@@ -83,6 +93,29 @@ func PlanStdio(tree []ProcInfo, logPath string) StdioPlan {
 		}
 	}
 	var plan StdioPlan
+	files := map[string]*Inherit{}
+	for _, p := range tree {
+		for _, fd := range p.FDs {
+			key, ok := p.FileKeys[fd.Num]
+			if fd.Kind != proc.FDFile || (fd.Num != 1 && fd.Num != 2) || !ok {
+				continue
+			}
+			fl, ok := p.Flags[fd.Num]
+			acc := fl & uint32(os.O_RDONLY|os.O_WRONLY|os.O_RDWR)
+			if !ok || acc == uint32(os.O_RDONLY) || fl&uint32(os.O_APPEND) != 0 {
+				continue
+			}
+			where := fmt.Sprintf("PID %d fd %d", p.PID, fd.Num)
+			if in := files[key]; in != nil {
+				in.Why += ", " + where
+				continue
+			}
+			plan.External = append(plan.External, key)
+			plan.Inherit = append(plan.Inherit, Inherit{Key: key, Path: logPath, Flags: os.O_WRONLY | os.O_APPEND | os.O_CREATE,
+				Why: fd.Target + ": " + where})
+			files[key] = &plan.Inherit[len(plan.Inherit)-1]
+		}
+	}
 	for _, k := range order {
 		var u *use
 		if k[0] == 'p' {

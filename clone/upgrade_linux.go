@@ -267,8 +267,11 @@ func (u *upgrading) start(req api.UpgradeRequest, p *plan, orig *launch, argv, e
 		recListeners = append(recListeners, api.Listener{PID: s.PID, FD: s.FD, Addr: s.Local.String(), Inode: s.Inode})
 	}
 	logPath := filepath.Join(u.dir, "output.log")
+	// The new process writes where the original wrote, unless that is a
+	// file of clonebot's own (an upgrade of an upgrade), which goes with
+	// its record.
 	out := orig.stdout
-	if out == "" {
+	if out == "" || strings.HasPrefix(out, m.opts.StateDir+"/") {
 		out = logPath
 	}
 	outf, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)

@@ -161,13 +161,16 @@ func (r Runner) Dump(opts DumpOptions) (*DumpStats, error) {
 		Pid:          ptr(int32(opts.PID)),
 		LeaveRunning: ptr(true),
 		TcpClose:     ptr(true),
-		NetworkLock:  rpc.CriuNetworkLockMethod_SKIP.Enum(),
-		LogLevel:     ptr(int32(lvl)),
-		LogFile:      ptr("dump.log"),
-		Timeout:      ptr(timeout),
-		ShellJob:     ptr(opts.ShellJob),
-		ExtUnixSk:    ptr(opts.ExtUnixSk),
-		External:     opts.External,
+		// Connections waiting in a listener's accept queue stay with the
+		// original, which accepts them; a busy server always has some.
+		TcpSkipInFlight: ptr(true),
+		NetworkLock:     rpc.CriuNetworkLockMethod_SKIP.Enum(),
+		LogLevel:        ptr(int32(lvl)),
+		LogFile:         ptr("dump.log"),
+		Timeout:         ptr(timeout),
+		ShellJob:        ptr(opts.ShellJob),
+		ExtUnixSk:       ptr(opts.ExtUnixSk),
+		External:        opts.External,
 		// File locks are dumped; a clone holding a copy of a lock is what a
 		// user expects of a copy.
 		FileLocks: ptr(true),

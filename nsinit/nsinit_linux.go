@@ -49,7 +49,8 @@ func fail(ctl *os.File, err error) int {
 	r := Report{Phase: PhaseFailed, Error: err.Error()}
 	var ce *criu.Error
 	if errors.As(err, &ce) {
-		r.Hint, r.LogPath, r.Lines = ce.Hint, ce.LogPath, ce.Lines
+		// The daemon rebuilds the criu.Error from these fields.
+		r.Error, r.Hint, r.LogPath, r.Lines = ce.Message, ce.Hint, ce.LogPath, ce.Lines
 	}
 	fmt.Fprintf(os.Stderr, "clonebot-init: %v\n", err)
 	send(ctl, r)
