@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/clonebot/clonebot/api"
 )
@@ -24,6 +25,7 @@ const (
 type app struct {
 	stdout, stderr io.Writer
 	now            func() time.Time
+	getenv         func(string) string
 
 	socket  string
 	output  outputFormat
@@ -56,6 +58,7 @@ func failing(f func(*cobra.Command, []string) error) func(*cobra.Command, []stri
 
 func (a *app) rootCmd(env func(string) string) *cobra.Command {
 	a.output = outputTable
+	a.getenv = env
 	socket := env(api.SocketEnv)
 	if socket == "" {
 		socket = api.DefaultSocket
@@ -66,7 +69,9 @@ func (a *app) rootCmd(env func(string) string) *cobra.Command {
 		Short: "Live-clone running processes through clonebotd",
 		Long: `clonebotctl drives clonebotd, the daemon that live-clones a running process
 tree with CRIU into a new PID namespace and cgroup, pinned to one NUMA node,
-sharing the original's listening sockets.
+sharing the original's listening sockets. It can also move a server's traffic
+to such a clone (takeover) or to a new binary that inherits its sockets
+(upgrade), and run a debugger or a shell inside a clone's namespaces (exec).
 
 It talks to the daemon's unix socket: --socket, else $` + api.SocketEnv + `, else
 ` + api.DefaultSocket + `.
@@ -74,6 +79,9 @@ It talks to the daemon's unix socket: --socket, else $` + api.SocketEnv + `, els
 Exit status: 0 on success, 1 when an operation failed, 2 on a usage error.`,
 		Example: `  clonebotctl status
   clonebotctl clone 1234 --numa spread --name web-2
+  clonebotctl clone 1234 --isolate-net && clonebotctl exec c-1 -- gdb -p 1234
+  clonebotctl takeover 1234 --probe http://127.0.0.1:8080/healthz
+  clonebotctl upgrade 1234 --exec ./server-v2 -- --port 8080
   clonebotctl ls -o json`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -94,9 +102,10 @@ Exit status: 0 on success, 1 when an operation failed, 2 on a usage error.`,
 	pf := root.PersistentFlags()
 	pf.VarP(&a.output, "output", "o", "how to print results: table for people, json (the API's records, indented) for scripts")
 	pf.StringVar(&a.socket, "socket", socket, "`path` of clonebotd's unix socket; $"+api.SocketEnv+" sets the default")
-	pf.DurationVar(&a.timeout, "timeout", 0, "bound on each request to clonebotd; 0 means 5m for clone, 30s otherwise")
+	pf.DurationVar(&a.timeout, "timeout", 0, "bound on each request to clonebotd; 0 means 5m for clone, 5m plus the probe and drain\ntimeouts for takeover and upgrade, no bound for events, 30s otherwise")
 
-	root.AddCommand(a.cloneCmd(), a.lsCmd(), a.inspectCmd(), a.rmCmd(), a.statusCmd())
+	root.AddCommand(a.cloneCmd(), a.takeoverCmd(), a.upgradeCmd(), a.execCmd(), a.eventsCmd(),
+		a.lsCmd(), a.inspectCmd(), a.rmCmd(), a.statusCmd())
 	return root
 }
 
@@ -113,15 +122,23 @@ prints the clone's record.
 
 --numa picks the node: "same" is the node holding most of the original's
 memory, "spread" the node with the most free memory not crowded by other
-clones, a number that node.`,
+clones, a number that node.
+
+--isolate-net restores the clone in a network namespace of its own with only
+loopback up: it shares no listener with the original and takes no production
+traffic, so it can be stopped in a debugger or poked on its own loopback
+('clonebotctl exec ID -- CMD' runs a command in there).
+
+` + progressHelp,
 		Example: `  clonebotctl clone 1234
   clonebotctl clone 1234 --numa spread --name web-2 --memory-max 2G --pids-max 512
+  clonebotctl clone 1234 --isolate-net --name debug && clonebotctl exec c-1 -- curl -s 127.0.0.1:8080/
   clonebotctl clone 1234 --numa 1 -o json | jq -r .id`,
 		Args: exactArgs("PID"),
 		RunE: failing(func(cmd *cobra.Command, args []string) error {
-			pid, err := strconv.Atoi(args[0])
-			if err != nil || pid <= 0 {
-				return usagef("PID %q: want a positive integer", args[0])
+			pid, err := parsePID(args[0])
+			if err != nil {
+				return err
 			}
 			if req.PidsMax < 0 {
 				return usagef("--pids-max %d: want a number >= 0", req.PidsMax)
@@ -129,7 +146,10 @@ clones, a number that node.`,
 			req.PID = pid
 			ctx, cancel := a.context(cmd, cloneTimeout)
 			defer cancel()
-			cl, err := a.client().CreateClone(ctx, req)
+			c := a.client()
+			cl, err := a.operate(ctx, c, &req.Operation, func() (*api.Clone, error) {
+				return c.CreateClone(ctx, req)
+			})
 			if err != nil {
 				return err
 			}
@@ -137,11 +157,28 @@ clones, a number that node.`,
 		}),
 	}
 	f := cmd.Flags()
-	f.Var((*placementFlag)(&req.NUMA), "numa", "NUMA placement: same, spread or a node number")
-	f.StringVar(&req.Name, "name", "", "label for the clone (letters, digits, '-', '_', '.'; at most 64)")
-	f.Var((*byteSizeFlag)(&req.MemoryMax), "memory-max", "memory.max of the clone's cgroup, e.g. 512M or 2G (default: no limit)")
-	f.Int64Var(&req.PidsMax, "pids-max", 0, "pids.max of the clone's cgroup (default: no limit)")
+	placementFlags(f, &req.NUMA, &req.Name, &req.MemoryMax, &req.PidsMax, "clone")
+	f.BoolVar(&req.IsolateNet, "isolate-net", false, "restore the clone in a network namespace of its own, loopback only (a debug clone: no production traffic)")
+	operationFlag(f, &req.Operation)
 	return cmd
+}
+
+// placementFlags adds --numa, --name, --memory-max and --pids-max; what
+// names the process they apply to in the help texts.
+func placementFlags(f *pflag.FlagSet, numa *api.Placement, name *string, mem *api.ByteSize, pids *int64, what string) {
+	f.Var((*placementFlag)(numa), "numa", "NUMA placement of the "+what+": same, spread or a node number")
+	f.StringVar(name, "name", "", "label for the "+what+" (letters, digits, '-', '_', '.'; at most 64)")
+	f.Var((*byteSizeFlag)(mem), "memory-max", "memory.max of the "+what+"'s cgroup, e.g. 512M or 2G (default: no limit)")
+	f.Int64Var(pids, "pids-max", 0, "pids.max of the "+what+"'s cgroup (default: no limit)")
+}
+
+// parsePID parses a PID argument: a usage error unless it is a positive integer.
+func parsePID(s string) (int, error) {
+	pid, err := strconv.Atoi(s)
+	if err != nil || pid <= 0 {
+		return 0, usagef("PID %q: want a positive integer", s)
+	}
+	return pid, nil
 }
 
 func (a *app) lsCmd() *cobra.Command {

@@ -28,12 +28,14 @@ func newTabWriter(w io.Writer) *tabwriter.Writer {
 
 // writeClone writes one record as a "key: value" list.
 func writeClone(w io.Writer, cl *api.Clone) error {
-	tw := newTabWriter(w)
+	var buf strings.Builder
+	tw := newTabWriter(&buf)
 	kv := func(key, format string, args ...any) {
 		fmt.Fprintf(tw, "%s\t%s\n", key, fmt.Sprintf(format, args...))
 	}
 	kv("id:", "%s", cl.ID)
 	kv("name:", "%s", orDash(cl.Name))
+	kv("kind:", "%s", orDash(cl.Kind))
 	kv("source_pid:", "%d", cl.SourcePID)
 	kv("pid:", "%d", cl.PID)
 	kv("ns_pid:", "%d", cl.NSPID)
@@ -45,6 +47,7 @@ func writeClone(w io.Writer, cl *api.Clone) error {
 	kv("pinning:", "%s", orDash(cl.Pinning))
 	kv("numa_local_fraction:", "%.1f%%", cl.NUMALocalFraction*100)
 	kv("freeze:", "%s", orDash(cl.Freeze))
+	kv("isolated_net:", "%s", yesNo(cl.IsolatedNet))
 	kv("state:", "%s", cl.State)
 	if cl.ExitCode != nil {
 		kv("exit_code:", "%d", *cl.ExitCode)
@@ -90,7 +93,22 @@ func writeClone(w io.Writer, cl *api.Clone) error {
 		}
 		kv(key, "%s", warn)
 	}
-	return tw.Flush()
+	kv("operation:", "%s", orDash(cl.Operation))
+	if to := cl.Takeover; to != nil {
+		kv("takeover:", "")
+		kv("  probe_ms:", "%.1f", to.ProbeMS)
+		kv("  drain_ms:", "%.1f", to.DrainMS)
+		kv("  original_exit:", "%s", orDash(to.OriginalExit))
+		kv("  drain_signal:", "%s", orDash(to.DrainSignal))
+		kv("  requests_migrated:", "%d", to.RequestsMigrated)
+		kv("  listener_shutdown:", "%s", yesNo(to.ListenerShutdown))
+		kv("  total_ms:", "%.1f", to.TotalMS)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, trimLines(buf.String()))
+	return err
 }
 
 // writeClones writes one line per clone; now gives their age.
@@ -166,6 +184,16 @@ func writeStatus(w io.Writer, st *api.Status) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// trimLines drops the spaces a tabwriter pads a line's last key with when
+// its value is empty ("takeover:").
+func trimLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimRight(l, " ")
+	}
+	return strings.Join(lines, "\n")
 }
 
 func orDash(s string) string {

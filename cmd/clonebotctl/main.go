@@ -1,6 +1,9 @@
 // Command clonebotctl is the command-line client of clonebotd: it clones a
-// running process tree, lists, inspects and removes clones, and reports what
-// the host supports. It talks HTTP/JSON to the daemon's unix socket.
+// running process tree, moves a server's traffic to a clone of itself
+// (takeover) or to a new binary that inherits its sockets (upgrade), follows
+// these operations' events, runs commands inside a clone's namespaces,
+// lists, inspects and removes clones, and reports what the host supports.
+// It talks HTTP/JSON to the daemon's unix socket.
 //
 // Exit status: 0 on success, 1 when an operation failed, 2 on a usage error.
 package main
@@ -95,7 +98,10 @@ func (a *app) report(prefix string, err error) {
 func (a *app) explain(err error) (msg, hint string) {
 	var ce *api.ConnError
 	var ae *api.Error
+	var h hinted
 	switch {
+	case errors.As(err, &h):
+		return h.err.Error(), h.hint
 	case errors.As(err, &ce):
 		return ce.Message(), ce.Hint()
 	case errors.As(err, &ae):

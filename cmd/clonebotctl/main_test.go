@@ -81,12 +81,15 @@ var testStatus = api.Status{
 	Clones: 2,
 }
 
-// fakeDaemon serves canned records on a unix socket and records the last
-// CloneRequest it got.
+// fakeDaemon serves canned records on a unix socket, records the last
+// CloneRequest it got and the last body posted to each path, and streams
+// the events of the operations requests name (see ops_test.go).
 type fakeDaemon struct {
 	sock string
 	mu   sync.Mutex
 	req  api.CloneRequest
+	body map[string][]byte // path -> last request body
+	ops  map[string]*fakeOp
 }
 
 func (d *fakeDaemon) lastRequest() api.CloneRequest {
@@ -95,9 +98,16 @@ func (d *fakeDaemon) lastRequest() api.CloneRequest {
 	return d.req
 }
 
+// lastBody returns the last body posted to path.
+func (d *fakeDaemon) lastBody(path string) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.body[path]
+}
+
 func startDaemon(t *testing.T) *fakeDaemon {
 	t.Helper()
-	d := &fakeDaemon{sock: socketPath(t)}
+	d := &fakeDaemon{sock: socketPath(t), body: map[string][]byte{}, ops: map[string]*fakeOp{}}
 	reply := func(w http.ResponseWriter, status int, v any) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(status)
@@ -108,18 +118,20 @@ func startDaemon(t *testing.T) *fakeDaemon {
 			Code: "not_found", Message: "clone " + id + " not found", Hint: "clonebotctl ls lists clones",
 		}})
 	}
-	known := map[string]bool{"c-1": true, "c-2": true}
+	known := map[string]bool{"c-1": true, "c-2": true, "c-3": true}
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/clones", func(w http.ResponseWriter, r *http.Request) {
 		var req api.CloneRequest
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			reply(w, http.StatusBadRequest, api.ErrorBody{Error: api.ErrorDetail{Code: "invalid_argument", Message: err.Error()}})
+		if !d.decode(w, r, &req) {
 			return
 		}
 		d.mu.Lock()
 		d.req = req
 		d.mu.Unlock()
+		if req.PID != 999 && req.Operation != "" {
+			d.runOp(req.Operation, "clone")
+		}
 		switch req.PID {
 		case 999:
 			reply(w, http.StatusUnprocessableEntity, api.ErrorBody{Error: api.ErrorDetail{
@@ -150,7 +162,11 @@ func startDaemon(t *testing.T) *fakeDaemon {
 			notFound(w, id)
 			return
 		}
-		reply(w, http.StatusOK, record(id, 1000))
+		cl := record(id, 1000)
+		if id == "c-3" {
+			cl.State = api.StateExited
+		}
+		reply(w, http.StatusOK, cl)
 	})
 	mux.HandleFunc("DELETE /v1/clones/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
@@ -167,6 +183,7 @@ func startDaemon(t *testing.T) *fakeDaemon {
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, testStatus)
 	})
+	d.opsRoutes(mux, reply)
 
 	ln, err := net.Listen("unix", d.sock)
 	if err != nil {
@@ -180,17 +197,36 @@ func startDaemon(t *testing.T) *fakeDaemon {
 	return d
 }
 
+// decode reads the request body into v and keeps it; on failure it answers
+// 400 and returns false.
+func (d *fakeDaemon) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	b, err := io.ReadAll(r.Body)
+	if err == nil {
+		err = json.Unmarshal(b, v)
+	}
+	if err != nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		json.NewEncoder(w).Encode(api.ErrorBody{Error: api.ErrorDetail{Code: "invalid_argument", Message: err.Error()}})
+		return false
+	}
+	d.mu.Lock()
+	d.body[r.URL.Path] = b
+	d.mu.Unlock()
+	return true
+}
+
 // runCLI runs args with $CLONEBOT_SOCKET set to sock.
 func runCLI(t *testing.T, sock string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return runCLIEnv(t, map[string]string{api.SocketEnv: sock}, args...)
+}
+
+// runCLIEnv runs args with the environment env.
+func runCLIEnv(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	var out, errOut bytes.Buffer
-	env := func(k string) string {
-		if k == api.SocketEnv {
-			return sock
-		}
-		return ""
-	}
-	code = run(args, &out, &errOut, env)
+	code = run(args, &out, &errOut, func(k string) string { return env[k] })
 	return code, out.String(), errOut.String()
 }
 
@@ -270,7 +306,8 @@ func TestRun(t *testing.T) {
 		{"no command", nil, exitUsage, nil, []string{"clonebotctl: missing command\n", "clonebotctl --help"}},
 		{"unknown command", []string{"bogus"}, exitUsage, nil, []string{`unknown command "bogus"`}},
 		{"unknown global flag", []string{"--bogus", "ls"}, exitUsage, nil, []string{"unknown flag: --bogus"}},
-		{"help", []string{"--help"}, exitOK, []string{"Usage:", "clone", "inspect", "status", "Exit status"}, nil},
+		{"help", []string{"--help"}, exitOK, []string{"Usage:", "clone", "takeover", "upgrade", "exec", "events",
+			"inspect", "status", "Exit status"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -310,6 +347,11 @@ func TestCloneRequestFlags(t *testing.T) {
 			api.CloneRequest{PID: 1234, NUMA: api.PlaceSpread, Name: "web-2", MemoryMax: 1 << 30, PidsMax: 64},
 		},
 		{[]string{"clone", "--numa", "1", "42"}, api.CloneRequest{PID: 42, NUMA: "1"}},
+		{[]string{"clone", "42", "--isolate-net"}, api.CloneRequest{PID: 42, NUMA: api.PlaceSame, IsolateNet: true}},
+		{
+			[]string{"clone", "42", "--isolate-net", "--name", "dbg", "--operation", "debug-clone-1"},
+			api.CloneRequest{PID: 42, NUMA: api.PlaceSame, Name: "dbg", IsolateNet: true, Operation: "debug-clone-1"},
+		},
 	} {
 		if code, _, stderr := runCLI(t, d.sock, tt.args...); code != exitOK {
 			t.Fatalf("%v: exit code: got %d; want 0 (stderr %q)", tt.args, code, stderr)
@@ -396,7 +438,7 @@ func TestSocketSelection(t *testing.T) {
 }
 
 func TestHelpHasExamples(t *testing.T) {
-	for _, cmd := range []string{"clone", "ls", "inspect", "rm", "status"} {
+	for _, cmd := range []string{"clone", "takeover", "upgrade", "exec", "events", "ls", "inspect", "rm", "status"} {
 		code, stdout, stderr := runCLI(t, "", cmd, "--help")
 		if code != exitOK || stderr != "" {
 			t.Errorf("%s --help: got exit %d, stderr %q; want 0 and nothing", cmd, code, stderr)
