@@ -13,7 +13,8 @@
 #   snapshot=on so every run starts from it unchanged), manifest.txt, complete.
 # <key> hashes this file, guest/* and the CRIU binary (common.sh): the same
 # files reuse the cached image, a change builds a new one. The 3 newest
-# images are kept.
+# images are kept. The debootstrap tree is cached apart as base-<key>.tar
+# (keyed on guest/packages, suite and mirror), and downloaded packages in debs/.
 #
 # Environment: CLONEBOT_VM_CACHE, CLONEBOT_VM_CRIU (default
 # /usr/local/sbin/criu), CLONEBOT_VM_MIRROR (default http://deb.debian.org/debian),
@@ -84,15 +85,31 @@ trap cleanup EXIT
 mkdir -p "$work" "$VM_CACHE/debs"
 t0=$(date +%s)
 
+# Stage 1, cached apart (keyed on the package list, suite and mirror only):
+# the debootstrap tree, as a tarball. Changing anything else in the image
+# then takes seconds instead of minutes.
 mapfile -t pkgs < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$VM_DIR/guest/packages")
-include=$(IFS=,; echo "${pkgs[*]}")
-vm_say "debootstrap $SUITE from $MIRROR into $root (a few minutes)"
-if ! debootstrap --variant=minbase --include="$include" --cache-dir="$VM_CACHE/debs" \
-	"$SUITE" "$root" "$MIRROR" >"$work/debootstrap.log" 2>&1; then
-	tail -n 30 "$work/debootstrap.log" >&2
-	[ -f "$root/debootstrap/debootstrap.log" ] && tail -n 30 "$root/debootstrap/debootstrap.log" >&2
-	vm_say "debootstrap failed"
-	exit 1
+base_key=$(printf '%s\n' "base-v1" "$SUITE" "$MIRROR" "${pkgs[@]}" | sha256sum | cut -c1-16)
+base=$VM_CACHE/base-$base_key.tar
+if [ ! -f "$base" ]; then
+	include=$(IFS=,; echo "${pkgs[*]}")
+	vm_say "debootstrap $SUITE from $MIRROR into $root (a few minutes)"
+	if ! debootstrap --variant=minbase --include="$include" --cache-dir="$VM_CACHE/debs" \
+		"$SUITE" "$root" "$MIRROR" >"$work/debootstrap.log" 2>&1; then
+		tail -n 30 "$work/debootstrap.log" >&2
+		[ -f "$root/debootstrap/debootstrap.log" ] && tail -n 30 "$root/debootstrap/debootstrap.log" >&2
+		vm_say "debootstrap failed"
+		exit 1
+	fi
+	tar -C "$root" --numeric-owner --xattrs -cf "$base.tmp" .
+	mv "$base.tmp" "$base"
+	# Keep the 2 newest base trees.
+	find "$VM_CACHE" -maxdepth 1 -name 'base-*.tar' -printf '%T@ %p\n' | sort -rn | tail -n +3 |
+		cut -d' ' -f2- | xargs -r rm -f
+else
+	vm_say "reusing the debootstrap tree $base"
+	mkdir -p "$root"
+	tar -C "$root" --numeric-owner --xattrs -xf "$base"
 fi
 t1=$(date +%s)
 
@@ -150,7 +167,7 @@ touch "$work/complete"
 rm -rf "$out"
 mv "$work" "$out"
 t2=$(date +%s)
-vm_say "image $out built: debootstrap $((t1 - t0))s, configure+initrd+mkfs $((t2 - t1))s"
+vm_say "image $out built: base tree $((t1 - t0))s, configure+initrd+mkfs $((t2 - t1))s"
 
 # Keep the 3 newest images.
 find "$VM_CACHE" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9a-f]+$' -printf '%T@ %p\n' |
