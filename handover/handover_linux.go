@@ -15,19 +15,26 @@ import (
 
 // FindSockets returns the bound inet sockets (TCP listeners, MPTCP sockets,
 // bound UDP sockets) held by pids, one entry per socket inode, sorted by
-// inode. Established TCP connections are recognised from the tree's
-// /proc/PID/net/tcp{,6} tables and skipped without being touched; every other
-// socket fd is duplicated with pidfd_getfd to read its options.
+// inode. sock_diag names the bound sockets of the tree's network namespace
+// (its cost follows the number of listeners, not of connections); each fd
+// of the tree that holds one is duplicated with pidfd_getfd to read its
+// options. Where sock_diag is unavailable, every socket fd not known from
+// /proc/PID/net/tcp{,6} as a connection is inspected instead.
 func FindSockets(fs proc.FS, pids []int) ([]Socket, error) {
 	if len(pids) == 0 {
 		return nil, nil
 	}
-	// Connections in the tables that are not listening need no look.
+	interesting, err := bound(pids[0])
+	if err != nil {
+		interesting = nil // fall back to the fd-by-fd look below
+	}
 	skip := map[uint64]bool{}
-	if table, err := fs.NetTCP(pids[0]); err == nil {
-		for _, s := range table {
-			if s.State != proc.TCPListen {
-				skip[s.Inode] = true
+	if interesting == nil {
+		if table, err := fs.NetTCP(pids[0]); err == nil {
+			for _, s := range table {
+				if s.State != proc.TCPListen {
+					skip[s.Inode] = true
+				}
 			}
 		}
 	}
@@ -43,6 +50,9 @@ func FindSockets(fs proc.FS, pids []int) ([]Socket, error) {
 		var pidfd = -1
 		for _, fd := range fds {
 			if fd.Kind != proc.FDSocket || skip[fd.Inode] {
+				continue
+			}
+			if _, ok := interesting[fd.Inode]; interesting != nil && !ok {
 				continue
 			}
 			if s, ok := byInode[fd.Inode]; ok {

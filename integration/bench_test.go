@@ -34,9 +34,47 @@ type benchRow struct {
 }
 
 var (
-	benchMu   sync.Mutex
-	benchRows []benchRow
+	benchMu      sync.Mutex
+	benchRows    []benchRow
+	takeoverRows []takeoverRow
 )
+
+// takeoverRow is one handover measured under load.
+type takeoverRow struct {
+	name              string
+	totalMS, frozenMS float64
+	probeMS, drainMS  float64
+	base, during      heyResult
+}
+
+// BenchmarkTakeover moves a graceful Go server's traffic to its clone while
+// hey sends 1,200 requests/s, with and without keep-alive, and reports the
+// takeover's duration, the time the original was frozen, and p50/p99
+// latency during the handover against the steady state.
+func BenchmarkTakeover(b *testing.B) {
+	for _, ka := range []bool{true, false} {
+		b.Run(keepAliveName(ka), func(b *testing.B) {
+			d := startDaemon(b)
+			srv := startGoServer(b, "-graceful")
+			url := "http://" + srv.addr + "/"
+			base, during, rec := loadRun(b, url, ka, func() (*api.Clone, error) {
+				return d.c.Takeover(ctx(b), api.TakeoverRequest{CloneRequest: api.CloneRequest{PID: srv.pid},
+					Handover: api.Handover{Probe: url}})
+			})
+			b.Cleanup(func() { _, _ = d.c.DeleteClone(ctx(b), rec.ID) })
+			row := takeoverRow{name: "Go server, graceful, " + keepAliveName(ka), totalMS: rec.Takeover.TotalMS, frozenMS: rec.FrozenMS,
+				probeMS: rec.Takeover.ProbeMS, drainMS: rec.Takeover.DrainMS, base: base, during: during}
+			b.ReportMetric(row.totalMS, "takeover-ms")
+			b.ReportMetric(row.frozenMS, "frozen-ms")
+			b.ReportMetric(during.P99, "p99-during-ms")
+			b.ReportMetric(base.P99, "p99-steady-ms")
+			b.ReportMetric(float64(during.Errors+during.Non2xx), "failed-requests")
+			benchMu.Lock()
+			takeoverRows = append(takeoverRows, row)
+			benchMu.Unlock()
+		})
+	}
+}
 
 // BenchmarkClone clones a small Go server and one with a 256 MiB heap, and
 // runs the raw CRIU CLI sequence (criu dump --leave-running --tcp-close to a
@@ -192,7 +230,7 @@ func medianPhases(ps []api.Timings) api.Timings {
 // names it (make bench).
 func writeBenchReport() error {
 	path := os.Getenv("CLONEBOT_BENCH_REPORT")
-	if path == "" || len(benchRows) == 0 {
+	if path == "" || len(benchRows)+len(takeoverRows) == 0 {
 		return nil
 	}
 	var sb strings.Builder
@@ -216,6 +254,15 @@ func writeBenchReport() error {
 	for _, r := range benchRows {
 		p := r.clonePhases
 		fmt.Fprintf(&sb, "| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n", r.name, p.Preflight, p.Freeze, p.Checkpoint, p.Restore, p.Place, p.Total)
+	}
+	if len(takeoverRows) > 0 {
+		sb.WriteString("\n## Takeover under load\n\nhey at 1,200 requests/s (10 workers), a 3 s steady-state run, then a 10 s run with the takeover started 3 s in. Latency percentiles are hey's over each whole run.\n\n")
+		sb.WriteString("| target | takeover total | original frozen | probe | drain | failed requests | p50 steady / during | p99 steady / during |\n|---|---|---|---|---|---|---|---|\n")
+		for _, r := range takeoverRows {
+			fmt.Fprintf(&sb, "| %s | %.0f ms | %.1f ms | %.0f ms | %.0f ms | %d of %d | %.2f / %.2f ms | %.2f / %.2f ms |\n",
+				r.name, r.totalMS, r.frozenMS, r.probeMS, r.drainMS, r.during.Errors+r.during.Non2xx,
+				r.during.OK+r.during.Errors+r.during.Non2xx, r.base.P50, r.during.P50, r.base.P99, r.during.P99)
+		}
 	}
 	return os.WriteFile(path, []byte(sb.String()), 0o644)
 }

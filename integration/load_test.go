@@ -44,7 +44,7 @@ func (r heyResult) String() string {
 }
 
 // startHey runs hey against url for d and returns a func that waits for it.
-func startHey(t *testing.T, url string, d time.Duration, keepAlive bool) func() heyResult {
+func startHey(t testing.TB, url string, d time.Duration, keepAlive bool) func() heyResult {
 	t.Helper()
 	hey := testutil.RequireBinary(t, "hey")
 	args := []string{"-z", d.String(), "-c", fmt.Sprint(loadWorkers), "-q", fmt.Sprint(loadPerWorker), "-t", "10"}
@@ -117,7 +117,7 @@ func parseHey(s string) heyResult {
 
 // loadRun measures a baseline, then runs the load while handover() runs
 // handoverAt into it, and returns both results and the handover's record.
-func loadRun(t *testing.T, url string, keepAlive bool, handover func() (*api.Clone, error)) (base, during heyResult, rec *api.Clone) {
+func loadRun(t testing.TB, url string, keepAlive bool, handover func() (*api.Clone, error)) (base, during heyResult, rec *api.Clone) {
 	t.Helper()
 	base = startHey(t, url, baselineDuration, keepAlive)()
 	wait := startHey(t, url, loadDuration, keepAlive)

@@ -1,0 +1,144 @@
+//go:build linux
+
+package handover
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"syscall"
+
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Kernel socket states (include/net/tcp_states.h).
+const (
+	tcpListen = 10
+	tcpClose  = 7 // an unconnected UDP socket
+)
+
+// diagReq is struct inet_diag_req_v2 with an empty socket id: a dump of
+// every socket of one family and protocol in the given states.
+type diagReq struct {
+	family, protocol uint8
+	states           uint32
+}
+
+func (r diagReq) Len() int { return 56 }
+
+func (r diagReq) Serialize() []byte {
+	b := make([]byte, 56)
+	b[0], b[1] = r.family, r.protocol
+	binary.NativeEndian.PutUint32(b[4:8], r.states)
+	return b
+}
+
+// diagSocket is what clonebot needs of an inet_diag_msg.
+type diagSocket struct {
+	inode uint64
+	local netip.AddrPort
+}
+
+// bound returns the bound sockets of the network namespace of pid: TCP and
+// MPTCP listeners and unconnected UDP sockets, by inode, with their
+// protocol. It asks sock_diag for those states only, so its cost follows
+// the number of listeners, not of connections (reading /proc/net/tcp on a
+// busy host means formatting every connection and TIME_WAIT socket).
+func bound(pid int) (map[uint64]int, error) {
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		return nil, fmt.Errorf("network namespace of PID %d: %w", pid, err)
+	}
+	defer ns.Close()
+	s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_INET_DIAG)
+	if err != nil {
+		return nil, fmt.Errorf("sock_diag socket in the network namespace of PID %d: %w", pid, err)
+	}
+	defer s.Close()
+	out := map[uint64]int{}
+	for _, q := range []struct {
+		proto  int
+		states uint32
+		opt    bool // the kernel may lack the diag module
+	}{
+		{unix.IPPROTO_TCP, 1 << tcpListen, false},
+		{unix.IPPROTO_UDP, 1 << tcpClose, true},
+		{IPPROTO_MPTCP, 1 << tcpListen, true},
+	} {
+		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+			proto := q.proto
+			socks, err := dump(s, diagReq{family: fam, protocol: uint8(proto), states: q.states}, proto)
+			if err != nil {
+				if q.opt {
+					continue
+				}
+				return nil, err
+			}
+			for _, d := range socks {
+				if _, known := out[d.inode]; d.inode == 0 || known {
+					continue // a subflow without a file, or found as TCP already
+				}
+				out[d.inode] = proto
+			}
+		}
+	}
+	return out, nil
+}
+
+// dump sends one request and collects the answers. The request's protocol
+// is a byte, so MPTCP (262) is asked for with the INET_DIAG_REQ_PROTOCOL
+// attribute (Linux >= 5.9); kernels without mptcp_diag answer an error.
+func dump(s *nl.NetlinkSocket, r diagReq, proto int) ([]diagSocket, error) {
+	req := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
+	req.AddData(r)
+	if proto > 0xff {
+		req.AddData(nl.NewRtAttr(4 /* INET_DIAG_REQ_PROTOCOL */, nl.Uint32Attr(uint32(proto))))
+	}
+	if err := s.Send(req); err != nil {
+		return nil, err
+	}
+	var out []diagSocket
+	for {
+		msgs, _, err := s.Receive()
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return out, nil
+			case unix.NLMSG_ERROR:
+				if len(m.Data) >= 4 {
+					if e := -int32(binary.NativeEndian.Uint32(m.Data[:4])); e != 0 {
+						return nil, syscall.Errno(e)
+					}
+				}
+				return nil, errors.New("sock_diag: error answer")
+			}
+			if d, ok := parseDiag(m.Data); ok {
+				out = append(out, d)
+			}
+		}
+	}
+}
+
+// parseDiag decodes struct inet_diag_msg.
+func parseDiag(b []byte) (diagSocket, bool) {
+	if len(b) < 72 {
+		return diagSocket{}, false
+	}
+	port := binary.BigEndian.Uint16(b[4:6])
+	var addr netip.Addr
+	switch b[0] {
+	case unix.AF_INET:
+		addr = netip.AddrFrom4([4]byte(b[8:12]))
+	case unix.AF_INET6:
+		addr = netip.AddrFrom16([16]byte(b[8:24]))
+	default:
+		return diagSocket{}, false
+	}
+	return diagSocket{inode: uint64(binary.NativeEndian.Uint32(b[68:72])), local: netip.AddrPortFrom(addr, port)}, true
+}
