@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/clonebot/clonebot/cgroup"
 	"github.com/clonebot/clonebot/criu"
 	"github.com/clonebot/clonebot/fault"
+	"github.com/clonebot/clonebot/handover"
 	"github.com/clonebot/clonebot/nsinit"
 	"github.com/clonebot/clonebot/proc"
 	"golang.org/x/sys/unix"
@@ -124,6 +127,9 @@ type stored struct {
 	CgroupRel  string    `json:"cgroup_rel"`
 	StatusFile string    `json:"status_file"`
 	OwnerUID   int       `json:"owner_uid"`
+	// FreezeCgroup is the target's cgroup CRIU freezes, if any: a daemon
+	// that dies during the dump leaves it to be thawed at the next start.
+	FreezeCgroup string `json:"freeze_cgroup,omitempty"`
 }
 
 // New returns a Manager, creating its directories, probing CRIU and the
@@ -359,6 +365,13 @@ func (m *Manager) Close() {
 	}
 }
 
+// persistLocked is persist under m.mu.
+func (m *Manager) persistLocked(e *entry) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.persist(e)
+}
+
 // persist writes the entry's record; m.mu must be held or the entry private.
 func (m *Manager) persist(e *entry) error {
 	e.st.Record = e.rec
@@ -421,17 +434,7 @@ func (m *Manager) adopt() error {
 		}
 		switch {
 		case e.rec.State == api.StateCreating:
-			// A daemon died while making it: nothing of it is trusted.
-			m.log.Warn("removing a clone left half-made by a previous daemon", "id", e.rec.ID, "source_pid", e.rec.SourcePID)
-			close(e.done)
-			if e.st.InitPID > 0 && initAlive(m.opts.Proc, e.st.InitPID, e.st.InitStart) {
-				_ = unix.Kill(e.st.InitPID, unix.SIGKILL)
-			}
-			if e.cg != nil {
-				_ = e.cg.Destroy(context.Background())
-			}
-			_ = os.RemoveAll(filepath.Join(m.opts.ImageDir, e.rec.ID))
-			_ = os.RemoveAll(dir)
+			m.undoHalfMade(e)
 			continue
 		case e.rec.State == api.StateRunning && initAlive(m.opts.Proc, st.InitPID, st.InitStart):
 			m.log.Info("re-adopted running clone", "id", e.rec.ID, "pid", e.rec.PID)
@@ -443,7 +446,114 @@ func (m *Manager) adopt() error {
 		}
 		m.clones[e.rec.ID] = e
 	}
+	// Images without a record come from a daemon that died before its first
+	// record was written: they hold process memory, they go.
+	if imgs, err := os.ReadDir(m.opts.ImageDir); err == nil {
+		for _, de := range imgs {
+			if _, ok := m.clones[de.Name()]; !ok && ValidID(de.Name()) {
+				_ = os.RemoveAll(filepath.Join(m.opts.ImageDir, de.Name()))
+			}
+		}
+	}
 	return nil
+}
+
+// undoHalfMade removes a clone a previous daemon died making, and puts its
+// original back as it was: CRIU (left running) is waited for, the target's
+// cgroup thawed, the SO_REUSEPORT the daemon set cleared.
+func (m *Manager) undoHalfMade(e *entry) {
+	log := m.log.With("id", e.rec.ID, "source_pid", e.rec.SourcePID)
+	log.Warn("removing a clone left half-made by a previous daemon")
+	close(e.done)
+	// A CRIU dump outlives the daemon that started it (killing it while its
+	// parasite runs in the target is not safe); it releases the target when
+	// it ends. Wait for it before touching anything.
+	waitOrphanCRIU(m.opts.Proc, 2*time.Minute, log)
+	waitUntraced(m.opts.Proc, e.rec.SourcePID, time.Minute)
+	if e.st.FreezeCgroup != "" {
+		f := filepath.Join(e.st.FreezeCgroup, "cgroup.freeze")
+		if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) == "1" {
+			if err := os.WriteFile(f, []byte("0"), 0); err != nil {
+				log.Error("could not thaw the target's cgroup", "cgroup", e.st.FreezeCgroup, "err", err)
+			} else {
+				log.Warn("thawed the target's cgroup", "cgroup", e.st.FreezeCgroup)
+			}
+		}
+	}
+	if e.st.InitPID > 0 && initAlive(m.opts.Proc, e.st.InitPID, e.st.InitStart) {
+		_ = unix.Kill(e.st.InitPID, unix.SIGKILL)
+	}
+	if e.cg != nil {
+		_ = e.cg.Destroy(context.Background())
+	}
+	for _, l := range e.rec.Listeners {
+		if !l.ReusePortSet {
+			continue
+		}
+		s := handover.Socket{PID: l.PID, FD: l.FD, Inode: l.Inode}
+		if err := handover.SetReusePort(s, false); err != nil {
+			log.Info("could not clear SO_REUSEPORT on the original's listener (gone?)", "pid", l.PID, "fd", l.FD, "err", err)
+		}
+	}
+	_ = os.RemoveAll(filepath.Join(m.opts.ImageDir, e.rec.ID))
+	kept := m.keepLogs(e.rec.ID, e.dir)
+	_ = os.RemoveAll(e.dir)
+	log.Info("half-made clone removed", "logs", kept)
+}
+
+// waitOrphanCRIU waits, up to max, for CRIU processes that no longer have a
+// daemon to answer (reparented to init): the service worker and the dump
+// worker it forks, which renames itself "criu: dump --rpc -t PID" and is
+// the one tracing the target.
+func waitOrphanCRIU(pfs proc.FS, max time.Duration, log *slog.Logger) {
+	deadline := time.Now().Add(max)
+	for {
+		pids := orphanCRIU(pfs)
+		if len(pids) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			log.Error("CRIU left by a previous daemon is still running; going on", "pids", pids)
+			return
+		}
+		log.Info("waiting for CRIU left by a previous daemon to release its target", "pids", pids)
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func orphanCRIU(pfs proc.FS) []int {
+	ents, err := os.ReadDir(pfs.Root)
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, de := range ents {
+		pid, err := strconv.Atoi(de.Name())
+		if err != nil {
+			continue
+		}
+		st, err := pfs.Stat(pid)
+		if err != nil || st.Comm != "criu" || st.PPID != 1 || st.State == 'Z' {
+			continue
+		}
+		out = append(out, pid)
+	}
+	return out
+}
+
+// waitUntraced waits, up to max, until no CRIU traces pid.
+func waitUntraced(pfs proc.FS, pid int, max time.Duration) {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		st, err := pfs.Status(pid)
+		if err != nil || st.TracerPid == 0 {
+			return
+		}
+		if ts, err := pfs.Stat(st.TracerPid); err != nil || ts.Comm != "criu" {
+			return // someone else's tracer: not ours to wait for
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // readExit reads the status the init wrote, or an unknown status (-1).

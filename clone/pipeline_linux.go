@@ -18,6 +18,7 @@ import (
 	"github.com/clonebot/clonebot/criu"
 	"github.com/clonebot/clonebot/fault"
 	"github.com/clonebot/clonebot/handover"
+	"github.com/clonebot/clonebot/internal/failpoint"
 	"github.com/clonebot/clonebot/nsinit"
 	"github.com/clonebot/clonebot/numa"
 	"github.com/clonebot/clonebot/proc"
@@ -82,6 +83,9 @@ func (m *Manager) clone(ctx context.Context, req api.CloneRequest, who Caller, o
 	var tm api.Timings
 	var p *plan
 	err := op.phase("preflight", func() (err error) {
+		if err := failpoint.Inject("preflight"); err != nil {
+			return fault.New(fault.Failed, fmt.Sprintf("preflight of PID %d", req.PID), "", err)
+		}
 		p, err = m.preflight(req, who)
 		return err
 	})
@@ -459,8 +463,14 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	c.e.rec.Cgroup = cg.Rel
 	c.e.st.CgroupRel = cg.Rel
 	c.e.rec.Pinning = cg.Pinning
+	c.e.st.FreezeCgroup = p.freezeCgroup
 	if err := m.register(c.e); err != nil {
 		return nil, err
+	}
+	// From here on, the record is the journal a restarted daemon undoes a
+	// half-made clone from.
+	if err := m.persistLocked(c.e); err != nil {
+		return nil, fault.New(fault.Internal, "record the clone", "", err)
 	}
 
 	// Listeners lacking SO_REUSEPORT get it now, so the clone can bind
@@ -501,25 +511,30 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	if s, err := m.opts.Proc.Stat(c.init.Pid); err == nil {
 		c.e.st.InitStart = s.StartTime
 	}
-	m.mu.Lock()
-	perr := m.persist(c.e)
-	m.mu.Unlock()
-	if perr != nil {
-		return nil, fault.New(fault.Internal, "record the clone", "", perr)
+	if err := m.persistLocked(c.e); err != nil {
+		return nil, fault.New(fault.Internal, "record the clone", "", err)
 	}
 
 	c.op.emit("prepare", api.EventDone, 0, "")
 
 	// Freeze and checkpoint: CRIU freezes (cgroup or ptrace), dumps, thaws.
 	c.op.emit("checkpoint", api.EventStart, 0, "")
-	tDump := time.Now()
-	ds, err := criu.Runner{Path: m.opts.CRIUPath}.Dump(criu.DumpOptions{
+	dopts := criu.DumpOptions{
 		PID: p.pid, ImageDir: c.imgDir, WorkDir: c.dir, LogLevel: m.opts.CRIULogLevel,
 		FreezeCgroup: p.freezeCgroup, ExtUnixSk: true, ShellJob: p.shellJob, External: p.stdio.External,
-	})
+	}
+	if failpoint.Enabled() {
+		dopts.OnFrozen = func() error { return failpoint.Inject("after-freeze") }
+		_ = failpoint.Inject("during-dump")
+	}
+	tDump := time.Now()
+	ds, err := criu.Runner{Path: m.opts.CRIUPath}.Dump(dopts)
 	dumpWall := ms(time.Since(tDump))
 	if err != nil {
 		return nil, c.criuFault("checkpoint", err)
+	}
+	if err := failpoint.Inject("after-dump"); err != nil {
+		return nil, fault.New(fault.Failed, fmt.Sprintf("after the checkpoint of PID %d", p.pid), "", err)
 	}
 	c.op.emit("checkpoint", api.EventDone, int64(ds.PagesWritten)*int64(os.Getpagesize()),
 		fmt.Sprintf("original frozen %.1f ms", float64(ds.FreezingUS+ds.FrozenUS)/1000))
@@ -549,6 +564,7 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	if cg.Pinning == api.PinAffinity {
 		icfg.CPUs, icfg.MemNodes = p.node.CPUs, []int{p.node.ID}
 	}
+	_ = failpoint.Inject("during-restore")
 	rep, err := c.init.Restore(ctx, icfg)
 	tm.Restore = ms(time.Since(tRestore))
 	if err != nil {
@@ -568,6 +584,10 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	// original's memory, so they go now.
 	if err := os.RemoveAll(c.imgDir); err != nil {
 		c.log.Warn("could not remove images", "dir", c.imgDir, "err", err)
+	}
+
+	if err := failpoint.Inject("after-restore"); err != nil {
+		return nil, fault.New(fault.Failed, fmt.Sprintf("after the restore of PID %d", p.pid), "", err)
 	}
 
 	// Place and verify.
@@ -603,7 +623,7 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 
 	m.mu.Lock()
 	c.e.rec.State = api.StateRunning
-	perr = m.persist(c.e)
+	perr := m.persist(c.e)
 	m.mu.Unlock()
 	if perr != nil {
 		return nil, fault.New(fault.Internal, "record the clone", "", perr)
@@ -627,6 +647,10 @@ func (m *Manager) register(e *entry) error {
 // criuFault turns a CRIU failure into a user-facing error that names the
 // target, the phase, CRIU's own lines and where its log was kept.
 func (c *making) criuFault(phase string, err error) error {
+	if phase == "checkpoint" && !c.m.opts.Proc.Exists(c.p.pid) {
+		return fault.New(fault.Failed, fmt.Sprintf("clone of PID %d failed: the process exited during the checkpoint", c.p.pid),
+			"there is nothing left to clone", err)
+	}
 	var ce *criu.Error
 	if !errors.As(err, &ce) {
 		return fault.New(fault.Failed, fmt.Sprintf("%s of PID %d failed", phase, c.p.pid), "", err)

@@ -19,6 +19,7 @@ import (
 	"github.com/clonebot/clonebot/api"
 	"github.com/clonebot/clonebot/fault"
 	"github.com/clonebot/clonebot/handover"
+	"github.com/clonebot/clonebot/internal/failpoint"
 	"github.com/clonebot/clonebot/proc"
 	"golang.org/x/sys/unix"
 )
@@ -235,6 +236,9 @@ func (m *Manager) rollback(rec *api.Clone, origPID int, listeners []handover.Soc
 func (m *Manager) probe(ctx context.Context, rec *api.Clone, listeners []handover.Socket, hp *handoverPlan) error {
 	ctx, cancel := context.WithTimeout(ctx, hp.probeTimeout)
 	defer cancel()
+	if err := failpoint.Inject("during-handover"); err != nil {
+		return err
+	}
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	passes := 0
 	var last error
@@ -370,6 +374,7 @@ func (m *Manager) drain(ctx context.Context, rec *api.Clone, origPID int, origTr
 	if err := unix.PidfdSendSignal(pidfd, hp.signal, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("send %s to PID %d: %w", hp.signalName, origPID, err)
 	}
+	_ = failpoint.Inject("during-drain")
 	if waitPidfd(ctx, pidfd, time.Until(deadline)) {
 		info.OriginalExit = "exited"
 	} else {

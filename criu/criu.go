@@ -142,7 +142,9 @@ func trimTimestamp(line string) string {
 // newError builds an *Error for op from the RPC failure and the log at logPath.
 func newError(op string, pid int, logPath string, cause error) *Error {
 	e := &Error{Op: op, PID: pid, LogPath: logPath, Err: cause}
-	if cause != nil {
+	if errors.Is(cause, io.EOF) {
+		e.Message = "criu exited without answering"
+	} else if cause != nil {
 		e.Errno, e.Message = parseRPCError(cause.Error())
 		// CRIU's cr_errmsg is its first error line, often a harmless one;
 		// the log lines below say what really failed.

@@ -127,7 +127,19 @@ type DumpOptions struct {
 	ShellJob bool
 	// Timeout bounds CRIU's collection (freezing) phase in seconds; 0 means 10.
 	Timeout uint32
+	// OnFrozen, when set, runs after the memory dump while the tree is still
+	// frozen (CRIU's post-dump notification); an error aborts the dump and
+	// CRIU releases the tree. It costs a round trip inside the freeze
+	// window, so it is for tests (failpoints) only.
+	OnFrozen func() error
 }
+
+type frozenHook struct {
+	gocriu.NoNotify
+	f func() error
+}
+
+func (h frozenHook) PostDump() error { return h.f() }
 
 // Dump checkpoints the tree rooted at opts.PID, leaving it running. Open TCP
 // connections are not dumped as such (tcp-close): no repair mode, no network
@@ -179,7 +191,11 @@ func (r Runner) Dump(opts DumpOptions) (*DumpStats, error) {
 		o.FreezeCgroup = ptr(opts.FreezeCgroup)
 	}
 	logPath := filepath.Join(work.Name(), "dump.log")
-	if err := r.newCriu().Dump(o, nil); err != nil {
+	var nfy gocriu.Notify
+	if opts.OnFrozen != nil {
+		nfy = frozenHook{f: opts.OnFrozen}
+	}
+	if err := r.newCriu().Dump(o, nfy); err != nil {
 		return nil, newError("dump", opts.PID, logPath, err)
 	}
 	st, err := stats.CriuGetDumpStats(work)

@@ -96,15 +96,23 @@ type daemon struct {
 	cmd              *exec.Cmd
 	logPath          string
 	c                *api.Client
+	extra            []string // flags
+	exited           chan struct{}
 }
 
 func startDaemon(t testing.TB, extra ...string) *daemon {
 	t.Helper()
+	return startDaemonEnv(t, nil, extra...)
+}
+
+// startDaemonEnv starts clonebotd with extra environment (e.g. failpoints).
+func startDaemonEnv(t testing.TB, env []string, extra ...string) *daemon {
+	t.Helper()
 	need(t)
 	dir := t.TempDir()
 	d := &daemon{t: t, sock: filepath.Join(dir, "sock"), state: filepath.Join(dir, "state"),
-		img: filepath.Join(dir, "img"), logPath: filepath.Join(dir, "clonebotd.log")}
-	d.start(extra...)
+		img: filepath.Join(dir, "img"), logPath: filepath.Join(dir, "clonebotd.log"), extra: extra}
+	d.startEnv(env)
 	t.Cleanup(func() {
 		d.stop()
 		if t.Failed() {
@@ -115,15 +123,22 @@ func startDaemon(t testing.TB, extra ...string) *daemon {
 	return d
 }
 
-func (d *daemon) start(extra ...string) {
+// start (re)starts the daemon with its flags.
+func (d *daemon) start() { d.startEnv(nil) }
+
+// startEnv (re)starts the daemon with its flags and extra environment.
+func (d *daemon) startEnv(env []string) {
 	t := d.t
 	logf, err := os.OpenFile(d.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	require.NoError(t, err)
-	args := append([]string{"--socket", d.sock, "--state-dir", d.state, "--image-dir", d.img, "--log-level", "debug"}, extra...)
+	args := append([]string{"--socket", d.sock, "--state-dir", d.state, "--image-dir", d.img, "--log-level", "debug"}, d.extra...)
 	d.cmd = exec.Command(bins.daemon, args...)
+	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	require.NoError(t, d.cmd.Start())
 	logf.Close()
+	d.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, ch chan struct{}) { _ = cmd.Wait(); close(ch) }(d.cmd, d.exited)
 	d.c = api.NewClient(d.sock)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -147,17 +162,26 @@ func (d *daemon) stop() {
 		return
 	}
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- d.cmd.Wait() }()
 	select {
-	case <-done:
+	case <-d.exited:
 	case <-time.After(30 * time.Second):
 		_ = d.cmd.Process.Kill()
-		<-done
+		<-d.exited
 		d.t.Errorf("clonebotd did not stop within 30s of SIGTERM")
 	}
 	d.cmd = nil
 	_ = syscall.Unmount(d.img, syscall.MNT_DETACH) // in case it died without
+}
+
+// waitExit waits for a daemon that killed itself (a failpoint).
+func (d *daemon) waitExit(t testing.TB) {
+	t.Helper()
+	select {
+	case <-d.exited:
+		d.cmd = nil
+	case <-time.After(60 * time.Second):
+		t.Fatalf("clonebotd did not exit")
+	}
 }
 
 func ctx(t testing.TB) context.Context {
