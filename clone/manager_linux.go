@@ -96,6 +96,9 @@ type Manager struct {
 	// mountedImages is true when New mounted the image tmpfs (Close
 	// unmounts it).
 	mountedImages bool
+	// kdatInstalled is true when New installed CRIU's kerndat cache on a
+	// /run that is not a tmpfs (Close removes it).
+	kdatInstalled bool
 
 	ops     ops
 	migrate *migrateSysctl
@@ -196,10 +199,15 @@ func (m *Manager) probeCRIU(ctx context.Context) (*criu.Info, error) {
 	m.criuInfo, m.criuErr = info, err
 	if err != nil {
 		m.log.Warn("CRIU is not usable; clone requests will be refused until it is fixed", "err", err)
-	} else {
-		m.log.Info("CRIU ready", "path", info.Path, "version", info.VersionString(), "features", info.Features)
+		return info, err
 	}
-	return info, err
+	m.log.Info("CRIU ready", "path", info.Path, "version", info.VersionString(), "features", info.Features)
+	installed, kerr := criu.Runner{Path: info.Path}.WarmKerndatCache()
+	if kerr != nil {
+		m.log.Warn("CRIU will probe the kernel at every call (no kerndat cache)", "err", kerr)
+	}
+	m.kdatInstalled = m.kdatInstalled || installed
+	return info, nil
 }
 
 // ready returns an Unavailable error while CRIU or cgroup v2 is unusable.
@@ -358,6 +366,14 @@ func (m *Manager) Close() {
 	m.mu.Lock()
 	m.closed = true
 	m.mu.Unlock()
+	m.criuMu.Lock()
+	kdat := m.kdatInstalled
+	m.criuMu.Unlock()
+	if kdat {
+		if err := criu.RemoveKerndatCache(); err != nil {
+			m.log.Warn("could not remove CRIU's kerndat cache", "path", criu.KerndatCache, "err", err)
+		}
+	}
 	if m.mountedImages {
 		if err := unix.Unmount(m.opts.ImageDir, unix.MNT_DETACH); err != nil {
 			m.log.Warn("could not unmount the image tmpfs", "dir", m.opts.ImageDir, "err", err)

@@ -186,6 +186,9 @@ func (r Runner) Dump(opts DumpOptions) (*DumpStats, error) {
 		// File locks are dumped; a clone holding a copy of a lock is what a
 		// user expects of a copy.
 		FileLocks: ptr(true),
+		// The clone's cgroups are clonebot's business, not a copy of the
+		// original's: CRIU neither dumps nor restores them.
+		ManageCgroupsMode: rpc.CriuCgMode_IGNORE.Enum(),
 	}
 	if opts.FreezeCgroup != "" {
 		o.FreezeCgroup = ptr(opts.FreezeCgroup)
@@ -280,6 +283,9 @@ func (r Runner) Restore(opts RestoreOptions) (int, *RestoreStats, error) {
 		ExtUnixSk:   ptr(opts.ExtUnixSk),
 		External:    opts.External,
 		FileLocks:   ptr(true),
+		// The init already runs in the clone's cgroup; CRIU must not move
+		// the restored tasks to the original's.
+		ManageCgroupsMode: rpc.CriuCgMode_IGNORE.Enum(),
 	}
 	c := r.newCriu()
 	for _, in := range opts.InheritFds {
