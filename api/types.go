@@ -166,6 +166,10 @@ type CloneRequest struct {
 	// IsolateNet restores the clone in a new network namespace with only
 	// loopback up: it takes no production traffic (debug clones).
 	IsolateNet bool `json:"isolate_net,omitempty"`
+	// LazyPages is "auto" (the default: lazily above 64 MiB of memory),
+	// "on" or "off": whether the clone starts running before its memory is
+	// in, its pages then served on demand and in the background.
+	LazyPages string `json:"lazy_pages,omitempty"`
 	// Operation is an ID the caller picks (8..64 of [a-z0-9-]) to follow the
 	// operation's events at GET /v1/operations/{id}/events while it runs.
 	Operation string `json:"operation,omitempty"`
@@ -192,6 +196,12 @@ type Timings struct {
 	Restore    float64 `json:"restore"`
 	Place      float64 `json:"place"`
 	Total      float64 `json:"total"`
+	// Serving is from the request to the clone running (its restore done).
+	Serving float64 `json:"serving"`
+	// Resident is from the request to the clone's last page in; equal to
+	// Serving unless memory was restored lazily, and 0 while pages are
+	// still coming in.
+	Resident float64 `json:"resident"`
 }
 
 // Listener is a listening socket of the target that the clone shares.
@@ -245,6 +255,10 @@ type Clone struct {
 	// IsolatedNet is true when the clone has a network namespace of its
 	// own (loopback only).
 	IsolatedNet bool `json:"isolated_net,omitempty"`
+	// LazyPages is true when the clone's memory was restored lazily.
+	LazyPages bool `json:"lazy_pages,omitempty"`
+	// DumpedBytes is the memory the checkpoint wrote.
+	DumpedBytes int64 `json:"dumped_bytes,omitempty"`
 	// Takeover is set when the clone replaced the original.
 	Takeover *TakeoverInfo `json:"takeover,omitempty"`
 	// Operation is the ID of the operation that made it (see events).

@@ -100,8 +100,9 @@ type Manager struct {
 	// /run that is not a tmpfs (Close removes it).
 	kdatInstalled bool
 
-	ops     ops
-	migrate *migrateSysctl
+	ops      ops
+	migrate  *sysctlGuard // net.ipv4.tcp_migrate_req=1 during handovers
+	pipeSize *sysctlGuard // fs.pipe-max-size raised during dumps
 
 	mu     sync.Mutex
 	clones map[string]*entry
@@ -155,9 +156,12 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		return nil, err
 	}
 	m.mountedImages = mounted
-	m.migrate = &migrateSysctl{path: migrateReqPath, journal: filepath.Join(opts.StateDir, "tcp_migrate_req.json")}
-	if err := m.migrate.recover(); err != nil {
-		m.log.Warn("could not put back net.ipv4.tcp_migrate_req left changed by a previous daemon", "err", err)
+	m.migrate = &sysctlGuard{path: migrateReqPath, want: "1", journal: filepath.Join(opts.StateDir, "tcp_migrate_req.json")}
+	m.pipeSize = &sysctlGuard{path: pipeMaxSizePath, want: pipeMaxSize, raiseOnly: true, journal: filepath.Join(opts.StateDir, "pipe_max_size.json")}
+	for _, g := range []*sysctlGuard{m.migrate, m.pipeSize} {
+		if err := g.recover(); err != nil {
+			m.log.Warn("could not put back a sysctl left changed by a previous daemon", "sysctl", g.path, "err", err)
+		}
 	}
 	m.cg, m.cgErr = cgroup.Detect()
 	m.ancestors = ancestors(opts.Proc, os.Getpid())

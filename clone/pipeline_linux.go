@@ -139,6 +139,11 @@ func validate(req api.CloneRequest) error {
 	if req.MemoryMax < 0 || req.PidsMax < 0 {
 		return fault.New(fault.Invalid, "memory_max and pids_max must not be negative", "", nil)
 	}
+	switch req.LazyPages {
+	case "", "auto", "on", "off":
+	default:
+		return fault.New(fault.Invalid, fmt.Sprintf("lazy_pages %q: want auto, on or off", req.LazyPages), "", nil)
+	}
 	return nil
 }
 
@@ -390,6 +395,7 @@ type making struct {
 	e           *entry
 	op          *operation
 	keptLogs    map[string]string // where undo moved the logs
+	lazy        bool
 	// initWaited, when set, delivers the init's status: something already
 	// waits for it.
 	initWaited chan *nsinit.ExitStatus
@@ -527,16 +533,25 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 		dopts.OnFrozen = func() error { return failpoint.Inject("after-freeze") }
 		_ = failpoint.Inject("during-dump")
 	}
+	restorePipes, serr := m.pipeSize.acquire()
+	if serr != nil {
+		c.log.Warn("dumping with the default pipe size", "err", serr)
+		restorePipes = func() error { return nil }
+	}
 	tDump := time.Now()
 	ds, err := criu.Runner{Path: m.opts.CRIUPath}.Dump(dopts)
 	dumpWall := ms(time.Since(tDump))
+	if rerr := restorePipes(); rerr != nil {
+		c.log.Error("could not put back fs.pipe-max-size", "err", rerr)
+	}
 	if err != nil {
 		return nil, c.criuFault("checkpoint", err)
 	}
 	if err := failpoint.Inject("after-dump"); err != nil {
 		return nil, fault.New(fault.Failed, fmt.Sprintf("after the checkpoint of PID %d", p.pid), "", err)
 	}
-	c.op.emit("checkpoint", api.EventDone, int64(ds.PagesWritten)*int64(os.Getpagesize()),
+	c.e.rec.DumpedBytes = int64(ds.PagesWritten) * int64(os.Getpagesize())
+	c.op.emit("checkpoint", api.EventDone, c.e.rec.DumpedBytes,
 		fmt.Sprintf("original frozen %.1f ms", float64(ds.FreezingUS+ds.FrozenUS)/1000))
 	tm.Freeze = float64(ds.FreezingUS) / 1000
 	tm.Checkpoint = dumpWall - tm.Freeze
@@ -564,6 +579,9 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	if cg.Pinning == api.PinAffinity {
 		icfg.CPUs, icfg.MemNodes = p.node.CPUs, []int{p.node.ID}
 	}
+	icfg.Lazy = m.useLazy(c.req.LazyPages, c.e.rec.DumpedBytes)
+	c.e.rec.LazyPages = icfg.Lazy
+	c.lazy = icfg.Lazy
 	_ = failpoint.Inject("during-restore")
 	rep, err := c.init.Restore(ctx, icfg)
 	tm.Restore = ms(time.Since(tRestore))
@@ -580,10 +598,16 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	}
 	c.op.emit("restore", api.EventDone, int64(rep.PagesRestored)*int64(os.Getpagesize()), "")
 	c.e.rec.NSPID = rep.NSPID
-	// The images have served their purpose; they hold a copy of the
-	// original's memory, so they go now.
-	if err := os.RemoveAll(c.imgDir); err != nil {
-		c.log.Warn("could not remove images", "dir", c.imgDir, "err", err)
+	tm.Serving = ms(time.Since(t0))
+	if !icfg.Lazy {
+		tm.Resident = tm.Serving
+		// The images have served their purpose; they hold a copy of the
+		// original's memory, so they go now.
+		c.removeImages()
+	} else {
+		// Pages still come from the images: they go once all are in.
+		e := c.e
+		c.init.OnReport = func(r nsinit.Report) { m.resident(e, c.imgDir, t0, r) }
 	}
 
 	if err := failpoint.Inject("after-restore"); err != nil {
@@ -623,6 +647,7 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 
 	m.mu.Lock()
 	c.e.rec.State = api.StateRunning
+	c.e.rec.TimingsMS.Serving, c.e.rec.TimingsMS.Resident = tm.Serving, max(c.e.rec.TimingsMS.Resident, tm.Resident)
 	perr := m.persist(c.e)
 	m.mu.Unlock()
 	if perr != nil {
@@ -631,6 +656,51 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	m.watch(c.e)
 	rec := c.e.rec
 	return &rec, nil
+}
+
+// useLazy decides whether memory is restored lazily: only where CRIU and
+// the kernel support it, and (auto) when there is enough memory for the
+// clone to start noticeably earlier than with a full copy.
+func (m *Manager) useLazy(mode string, dumped int64) bool {
+	m.criuMu.Lock()
+	ok := m.criuInfo != nil && m.criuInfo.Features["lazy_pages"]
+	m.criuMu.Unlock()
+	switch mode {
+	case "on":
+		return ok
+	case "off":
+		return false
+	}
+	return ok && dumped >= LazyThreshold
+}
+
+// LazyThreshold is the dumped memory above which "auto" restores lazily.
+const LazyThreshold = 64 << 20
+
+// resident records that a lazily restored clone has all its pages (or that
+// its page server failed and the clone was killed), and removes its images.
+func (m *Manager) resident(e *entry, imgDir string, t0 time.Time, r nsinit.Report) {
+	if err := os.RemoveAll(imgDir); err != nil {
+		m.log.Warn("could not remove images", "dir", imgDir, "err", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r.Error != "" {
+		e.rec.Warnings = append(e.rec.Warnings, r.Error)
+		m.log.Error("lazy restore failed: clone killed", "id", e.rec.ID, "err", r.Error, "log", r.LogPath)
+	} else {
+		e.rec.TimingsMS.Resident = ms(time.Since(t0))
+		m.log.Info("clone resident", "id", e.rec.ID, "resident_ms", e.rec.TimingsMS.Resident)
+	}
+	if err := m.persist(e); err != nil {
+		m.log.Warn("could not record residency", "id", e.rec.ID, "err", err)
+	}
+}
+
+func (c *making) removeImages() {
+	if err := os.RemoveAll(c.imgDir); err != nil {
+		c.log.Warn("could not remove images", "dir", c.imgDir, "err", err)
+	}
 }
 
 // register adds the entry being made to the manager's table.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -236,6 +237,37 @@ type RestoreOptions struct {
 	ExtUnixSk  bool
 	ShellJob   bool
 	External   []string
+	// LazyPages restores memory on demand from a lazy-pages server
+	// (StartLazyPages) sharing the work dir.
+	LazyPages bool
+}
+
+// StartLazyPages starts `criu lazy-pages` serving the images in imgDir to
+// a restore that uses the same workDir (their socket lives there), and
+// waits for it to listen. The caller waits for it: it exits 0 once every
+// page of the restored tree is in, non-zero if it could not serve them.
+func (r Runner) StartLazyPages(imgDir, workDir string, logLevel int) (*exec.Cmd, error) {
+	if logLevel == 0 {
+		logLevel = 2
+	}
+	sock := filepath.Join(workDir, "lazy-pages.socket")
+	_ = os.Remove(sock)
+	cmd := exec.Command(r.bin(), "lazy-pages", "-D", imgDir, "-W", workDir, "-o", "lazy-pages.log", "-v"+strconv.Itoa(logLevel))
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start criu lazy-pages: %w", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			return cmd, nil
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return nil, newError("lazy-pages", 0, filepath.Join(workDir, "lazy-pages.log"), fmt.Errorf("criu lazy-pages did not listen within 10s"))
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 type postRestore struct {
@@ -286,6 +318,7 @@ func (r Runner) Restore(opts RestoreOptions) (int, *RestoreStats, error) {
 		// The init already runs in the clone's cgroup; CRIU must not move
 		// the restored tasks to the original's.
 		ManageCgroupsMode: rpc.CriuCgMode_IGNORE.Enum(),
+		LazyPages:         ptr(opts.LazyPages),
 	}
 	c := r.newCriu()
 	for _, in := range opts.InheritFds {

@@ -27,6 +27,9 @@ const benchReps = 5
 // benchRow is one line of docs/BENCHMARKS.md.
 type benchRow struct {
 	name                    string
+	heapMiB                 int
+	servingMS, residentMS   float64
+	memcpyMS                float64
 	cloneMS, cloneFrozenMS  float64
 	rawMS, rawFrozenMS      float64
 	rawDumpMS, rawRestoreMS float64
@@ -83,19 +86,20 @@ func BenchmarkTakeover(b *testing.B) {
 func BenchmarkClone(b *testing.B) {
 	for _, bc := range []struct {
 		name string
-		args []string
+		heap int
 	}{
-		{"small", nil},
-		{"heap256MiB", []string{"-heap", "256"}},
+		{"small", 0},
+		{"heap256MiB", 256},
+		{"heap1GiB", 1024},
 	} {
-		b.Run(bc.name, func(b *testing.B) { benchOne(b, bc.name, bc.args) })
+		b.Run(bc.name, func(b *testing.B) { benchOne(b, bc.name, bc.heap) })
 	}
 }
 
-func benchOne(b *testing.B, name string, args []string) {
+func benchOne(b *testing.B, name string, heapMiB int) {
 	d := startDaemon(b)
-	srv := startGoServer(b, append([]string{"-reuseport"}, args...)...)
-	var clone, cloneFrozen, raw, rawFrozen, rawDump, rawRestore []float64
+	srv := startGoServer(b, "-reuseport", "-heap", fmt.Sprint(heapMiB))
+	var clone, cloneFrozen, raw, rawFrozen, rawDump, rawRestore, serving, resident []float64
 	var phases []api.Timings
 	for i := 0; i < b.N*benchReps; i++ {
 		// Raw CRIU first on odd runs, clonebot first on even ones.
@@ -107,6 +111,15 @@ func benchOne(b *testing.B, name string, args []string) {
 			clone = append(clone, rec.TimingsMS.Total)
 			cloneFrozen = append(cloneFrozen, rec.FrozenMS)
 			phases = append(phases, rec.TimingsMS)
+			serving = append(serving, rec.TimingsMS.Serving)
+			final := *rec
+			for deadline := time.Now().Add(2 * time.Minute); final.TimingsMS.Resident == 0 && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+				if r, err := d.c.GetClone(ctx(b), rec.ID); err == nil {
+					final = *r
+				}
+			}
+			resident = append(resident, final.TimingsMS.Resident)
 			if _, err := d.c.DeleteClone(ctx(b), rec.ID); err != nil {
 				b.Fatalf("rm: %v", err)
 			}
@@ -126,8 +139,12 @@ func benchOne(b *testing.B, name string, args []string) {
 			runClone()
 		}
 	}
-	row := benchRow{name: name, cloneMS: median(clone), cloneFrozenMS: median(cloneFrozen), rawMS: median(raw),
-		rawFrozenMS: median(rawFrozen), rawDumpMS: median(rawDump), rawRestoreMS: median(rawRestore), clonePhases: medianPhases(phases)}
+	row := benchRow{name: name, heapMiB: heapMiB, cloneMS: median(clone), cloneFrozenMS: median(cloneFrozen), rawMS: median(raw),
+		rawFrozenMS: median(rawFrozen), rawDumpMS: median(rawDump), rawRestoreMS: median(rawRestore), clonePhases: medianPhases(phases),
+		servingMS: median(serving), residentMS: median(resident), memcpyMS: memcpyMS(heapMiB)}
+	b.ReportMetric(row.servingMS, "serving-ms")
+	b.ReportMetric(row.residentMS, "resident-ms")
+	b.ReportMetric(row.servingMS/row.rawMS, "serving/raw")
 	b.ReportMetric(row.cloneMS, "clone-ms")
 	b.ReportMetric(row.cloneFrozenMS, "frozen-ms")
 	b.ReportMetric(row.rawMS, "raw-criu-ms")
@@ -210,6 +227,22 @@ func asideKerndat(b *testing.B) func() {
 	}
 }
 
+// memcpyMS times one copy of mib MiB (the bound for moving it once).
+func memcpyMS(mib int) float64 {
+	if mib == 0 {
+		return 0
+	}
+	src := make([]byte, mib<<20)
+	dst := make([]byte, mib<<20)
+	for i := range src {
+		src[i] = byte(i)
+	}
+	copy(dst, src) // fault both in
+	t := time.Now()
+	copy(dst, src)
+	return msSince(t)
+}
+
 func tail(s string, n int) string {
 	l := strings.Split(s, "\n")
 	if len(l) > n {
@@ -269,11 +302,13 @@ func writeBenchReport() error {
 	fmt.Fprintf(&sb, "Machine: %s, %s, %d CPUs, kernel %s, %s, Go %s.\n\n", host, cpu, runtime.NumCPU(), rel, criuVersion, runtime.Version())
 	fmt.Fprintf(&sb, "Each figure is the median of %d interleaved repetitions of the same server, clonebot and the raw CRIU CLI sequence taking turns; these machines are noisy (±50%% between identical dumps), so compare the ratios of one run.\n\n", benchReps)
 	sb.WriteString("Raw CRIU: `criu dump --leave-running --tcp-close` to a tmpfs, then `criu restore --tcp-close --restore-detached` in a new PID and mount namespace (sh as its PID 1), timed until criu returns. clonebot: the API's `timings_ms.total` (preflight, placement, cgroup, namespace init, dump, restore, pinning and verification) and `frozen_ms`. Frozen times are CRIU's own `freezing_time + frozen_time` for both.\n\n")
-	sb.WriteString("| target | clonebot total | raw CRIU dump+restore | ratio | clonebot frozen | raw CRIU frozen | ratio |\n|---|---|---|---|---|---|---|\n")
+	sb.WriteString("| target | clone serving | clone resident | clonebot total | raw CRIU dump+restore | serving ratio | total ratio | clonebot frozen | raw CRIU frozen | frozen ratio | memcpy of the heap |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range benchRows {
-		fmt.Fprintf(&sb, "| %s | %.1f ms | %.1f ms (%.1f + %.1f) | %.2fx | %.1f ms | %.1f ms | %.2fx |\n",
-			r.name, r.cloneMS, r.rawMS, r.rawDumpMS, r.rawRestoreMS, r.cloneMS/r.rawMS, r.cloneFrozenMS, r.rawFrozenMS, r.cloneFrozenMS/r.rawFrozenMS)
+		fmt.Fprintf(&sb, "| %s | %.1f ms | %.1f ms | %.1f ms | %.1f ms (%.1f + %.1f) | %.2fx | %.2fx | %.1f ms | %.1f ms | %.2fx | %.1f ms |\n",
+			r.name, r.servingMS, r.residentMS, r.cloneMS, r.rawMS, r.rawDumpMS, r.rawRestoreMS, r.servingMS/r.rawMS, r.cloneMS/r.rawMS,
+			r.cloneFrozenMS, r.rawFrozenMS, r.cloneFrozenMS/r.rawFrozenMS, r.memcpyMS)
 	}
+	sb.WriteString("\n`serving`: from the request to the clone running (restore done); `resident`: to its last page in (later than serving when memory is restored lazily, from 64 MiB on); `total`: until the API answers (placement and verification included). The memcpy column is one copy of the heap in this process: the physical bound for moving that memory once.\n")
 	sb.WriteString("\n## Where clonebot's time goes (medians, ms)\n\n| target | preflight | freeze | checkpoint | restore | place | total |\n|---|---|---|---|---|---|---|\n")
 	for _, r := range benchRows {
 		p := r.clonePhases

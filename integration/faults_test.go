@@ -83,6 +83,9 @@ func nothingLeft(t *testing.T, d *daemon, cgBefore []string, sysctl string) {
 	assert.Empty(t, imgs, "images left")
 	assert.Equal(t, cgBefore, clonebotCgroups(st), "cgroups left")
 	assert.Equal(t, sysctl, migrateReq(t))
+	b, err := os.ReadFile("/proc/sys/fs/pipe-max-size")
+	require.NoError(t, err)
+	assert.Equal(t, pipeMaxAtStart, strings.TrimSpace(string(b)), "fs.pipe-max-size must be put back")
 }
 
 // TestFaultInjection fails or kills the daemon at each point of the clone

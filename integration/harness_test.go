@@ -30,6 +30,13 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// pipeMaxAtStart is fs.pipe-max-size before any test ran: clonebot raises
+// it during dumps and must put it back.
+var pipeMaxAtStart = func() string {
+	b, _ := os.ReadFile("/proc/sys/fs/pipe-max-size")
+	return strings.TrimSpace(string(b))
+}()
+
 // bins are the binaries under test.
 var bins struct {
 	dir, daemon, ctl, goserver string

@@ -60,6 +60,11 @@ type Config struct {
 	TTYLog string   `json:"tty_log,omitempty"`
 	// StatusFile receives the clone's ExitStatus as JSON when its root exits.
 	StatusFile string `json:"status_file"`
+	// Lazy restores memory lazily: the clone runs before its pages are in,
+	// and a `criu lazy-pages` daemon of the init's serves them from the
+	// images on demand and in the background (userfaultfd). If it fails
+	// before every page is in, the clone is killed.
+	Lazy bool `json:"lazy,omitempty"`
 }
 
 // Report phases.
@@ -67,6 +72,9 @@ const (
 	PhaseRestored = "restored"
 	PhaseFailed   = "failed"
 	PhaseExited   = "exited"
+	// PhaseResident: every page of a lazily restored clone is in (or, with
+	// Error set, the page server failed and the clone was killed).
+	PhaseResident = "resident"
 )
 
 // Report is what the init tells the daemon.
@@ -75,6 +83,8 @@ type Report struct {
 	// NSPID is the clone root's PID in the namespace (PhaseRestored).
 	NSPID         int     `json:"ns_pid,omitempty"`
 	RestoreMS     float64 `json:"restore_ms,omitempty"`
+	// ResidentMS is from the restore request to the last page in (lazy).
+	ResidentMS float64 `json:"resident_ms,omitempty"`
 	PagesRestored uint64  `json:"pages_restored,omitempty"`
 	// Error fields (PhaseFailed): the restore failed and the init exits.
 	Error   string   `json:"error,omitempty"`

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"syscall"
 	"time"
@@ -96,14 +97,25 @@ func run(ctl *os.File) int {
 	}
 	start := time.Now()
 	r := criu.Runner{Path: cfg.CRIUPath}
+	var lazy *exec.Cmd
+	if cfg.Lazy {
+		var err error
+		if lazy, err = r.StartLazyPages(cfg.ImageDir, cfg.WorkDir, cfg.LogLevel); err != nil {
+			return fail(ctl, err)
+		}
+	}
 	pid, st, err := r.Restore(criu.RestoreOptions{
 		ImageDir: cfg.ImageDir, WorkDir: cfg.WorkDir, LogLevel: cfg.LogLevel,
 		InheritFds: inherit, ShellJob: cfg.ShellJob, ExtUnixSk: cfg.ExtUnixSk, External: cfg.External,
+		LazyPages: cfg.Lazy,
 	})
 	for _, f := range files {
 		f.Close()
 	}
 	if err != nil {
+		if lazy != nil {
+			_ = lazy.Process.Kill()
+		}
 		return fail(ctl, err)
 	}
 	if pid <= 0 {
@@ -114,7 +126,11 @@ func run(ctl *os.File) int {
 		rep.PagesRestored = st.PagesRestored
 	}
 	send(ctl, rep)
-	return reap(ctl, cfg, pid, sigs)
+	lazyPID := 0
+	if lazy != nil {
+		lazyPID = lazy.Process.Pid
+	}
+	return reap(ctl, cfg, pid, lazyPID, start, sigs)
 }
 
 // setupNamespace gives the new mount namespace its own /proc, brings up
@@ -155,8 +171,9 @@ func setupNamespace(cfg Config) error {
 // reap waits for the clone's root, reaping every orphan the namespace hands
 // to its init, and forwards signals to the root. It returns the root's exit
 // code (128+signal when killed).
-func reap(ctl *os.File, cfg Config, root int, sigs <-chan os.Signal) int {
+func reap(ctl *os.File, cfg Config, root, lazyPID int, start time.Time, sigs <-chan os.Signal) int {
 	exited := make(chan unix.WaitStatus, 1)
+	lazyDone := make(chan unix.WaitStatus, 1)
 	go func() {
 		for {
 			var ws unix.WaitStatus
@@ -168,14 +185,28 @@ func reap(ctl *os.File, cfg Config, root int, sigs <-chan os.Signal) int {
 				exited <- 0
 				return
 			}
-			if pid == root {
+			switch pid {
+			case root:
 				exited <- ws
 				return
+			case lazyPID:
+				lazyDone <- ws
 			}
 		}
 	}()
 	for {
 		select {
+		case ws := <-lazyDone:
+			// The page server is done. Unless it served every page, the
+			// clone has holes in its memory: it must not run on.
+			if ws.Exited() && ws.ExitStatus() == 0 {
+				send(ctl, Report{Phase: PhaseResident, ResidentMS: ms(time.Since(start))})
+				continue
+			}
+			_ = unix.Kill(root, unix.SIGKILL)
+			msg := fmt.Sprintf("the lazy-pages server exited (%v) before every page was in: the clone was killed", describe(ws))
+			fmt.Fprintf(os.Stderr, "clonebot-init: %s\n", msg)
+			send(ctl, Report{Phase: PhaseResident, Error: msg, LogPath: filepath.Join(cfg.WorkDir, "lazy-pages.log")})
 		case s := <-sigs:
 			_ = unix.Kill(root, s.(syscall.Signal))
 		case ws := <-exited:
@@ -230,6 +261,13 @@ func newTerminal(logPath string) (*os.File, error) {
 	return slave, nil
 }
 
+func describe(ws unix.WaitStatus) string {
+	if ws.Signaled() {
+		return "killed by " + unix.SignalName(ws.Signal())
+	}
+	return fmt.Sprintf("exit code %d", ws.ExitStatus())
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // StartOptions configure Start.
@@ -251,6 +289,8 @@ type Process struct {
 	ctl *os.File
 	// Pid is the init's host PID.
 	Pid int
+	// OnReport receives the reports Wait reads other than the exit.
+	OnReport func(Report)
 }
 
 // Start creates the init in new PID and mount namespaces. It does not
@@ -349,7 +389,8 @@ func (p *Process) next() (*Report, error) {
 }
 
 // Wait waits for the init to exit (the clone's root has exited or the init
-// was killed) and returns the clone's exit status.
+// was killed) and returns the clone's exit status. Reports that arrive
+// meanwhile (PhaseResident) go to OnReport, if set before Wait is called.
 func (p *Process) Wait() (*ExitStatus, error) {
 	// The init reports the root's status before it exits; the control socket
 	// then reads EOF.
@@ -359,8 +400,13 @@ func (p *Process) Wait() (*ExitStatus, error) {
 		if err != nil {
 			break
 		}
-		if r.Phase == PhaseExited {
+		switch r.Phase {
+		case PhaseExited:
 			st = r.Exit
+		default:
+			if p.OnReport != nil {
+				p.OnReport(*r)
+			}
 		}
 	}
 	err := p.cmd.Wait()
