@@ -18,16 +18,18 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/clonebot/clonebot/activation"
 	"github.com/clonebot/clonebot/api"
 	"github.com/clonebot/clonebot/clone"
 	"github.com/clonebot/clonebot/fault"
 	"github.com/clonebot/clonebot/nsinit"
+	"github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
 )
 
@@ -137,17 +139,51 @@ func serve(c config, log *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	log.Info("clonebotd serving", "socket", c.socket, "state_dir", c.stateDir, "image_dir", c.imageDir, "version", clone.Version)
+	// Under systemd (Type=notify): ready once the socket serves, and a
+	// watchdog ping while the API answers.
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.Warn("sd_notify READY failed", "err", err)
+	}
+	go watchdog(ctx, c.socket, log)
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
 	log.Info("clonebotd stopping; running clones keep running and are re-adopted at the next start")
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err = hs.Shutdown(sctx)
 	_ = os.Remove(c.socket)
 	return err
+}
+
+// watchdog pings systemd's watchdog at half its interval for as long as the
+// API answers on its own socket (a hung server then gets restarted).
+func watchdog(ctx context.Context, socket string, log *slog.Logger) {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || interval == 0 {
+		return
+	}
+	c := api.NewClient(socket)
+	t := time.NewTicker(interval / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, interval/2)
+		_, err := c.Status(cctx)
+		cancel()
+		if err != nil {
+			log.Warn("the API does not answer; not pinging the watchdog", "err", err)
+			continue
+		}
+		_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+	}
 }
 
 // listen creates the API socket: parent dir 0755, stale socket removed,
@@ -174,10 +210,9 @@ func listen(path string, log *slog.Logger) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	gid := 0
-	if g, err := user.LookupGroup(SocketGroup); err == nil {
-		gid, _ = strconv.Atoi(g.Gid)
-	} else {
+	gid, ok := socketGroupID()
+	if !ok {
+		gid = 0
 		log.Info("group "+SocketGroup+" does not exist: only root can use the API", "socket", path)
 	}
 	if err := os.Chown(path, 0, gid); err != nil {
@@ -193,7 +228,18 @@ func listen(path string, log *slog.Logger) (net.Listener, error) {
 
 type credKey struct{}
 
-// withPeerCred records the connecting process's credentials (SO_PEERCRED).
+// peer is the process at the other end of an API connection, as the kernel
+// recorded it when that process connected (SO_PEERCRED, SO_PEERGROUPS):
+// later changes of the process, or of whoever holds its PID by then, do not
+// count.
+type peer struct {
+	uid, gid, pid int
+	// groups are its supplementary groups; nil when the kernel could not
+	// say (then only gid counts).
+	groups []int
+}
+
+// withPeerCred records the connecting process's credentials.
 func withPeerCred(ctx context.Context, c net.Conn) context.Context {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
@@ -204,56 +250,74 @@ func withPeerCred(ctx context.Context, c net.Conn) context.Context {
 		return ctx
 	}
 	var cred *unix.Ucred
+	var groups []int
 	_ = raw.Control(func(fd uintptr) {
 		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if err == nil {
+			groups, _ = peerGroups(int(fd))
+		}
 	})
 	if err != nil || cred == nil {
 		return ctx
 	}
-	return context.WithValue(ctx, credKey{}, cred)
+	return context.WithValue(ctx, credKey{}, &peer{uid: int(cred.Uid), gid: int(cred.Gid), pid: int(cred.Pid), groups: groups})
+}
+
+// peerGroups returns the supplementary groups the peer of the connected
+// unix socket fd had when it connected (SO_PEERGROUPS, Linux 4.13).
+func peerGroups(fd int) ([]int, error) {
+	buf := make([]uint32, 64)
+	for try := 0; ; try++ {
+		n := uint32(4 * len(buf))
+		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_PEERGROUPS,
+			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
+		if e == unix.ERANGE && try == 0 && int(n) > 4*len(buf) {
+			buf = make([]uint32, n/4) // n is the size needed
+			continue
+		}
+		if e != 0 {
+			return nil, fmt.Errorf("getsockopt SO_PEERGROUPS: %w", e)
+		}
+		out := make([]int, 0, n/4)
+		for _, g := range buf[:n/4] {
+			out = append(out, int(g))
+		}
+		return out, nil
+	}
+}
+
+// socketGroupID returns the gid of group clonebot, and false when it does
+// not exist; tests replace it.
+var socketGroupID = func() (int, bool) {
+	g, err := user.LookupGroup(SocketGroup)
+	if err != nil {
+		return 0, false
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	return gid, err == nil
 }
 
 // authorize lets root in, and members of group clonebot for their own
 // processes; everyone else gets 403.
 func authorize(ctx context.Context) (clone.Caller, error) {
-	cred, ok := ctx.Value(credKey{}).(*unix.Ucred)
+	p, ok := ctx.Value(credKey{}).(*peer)
 	if !ok {
 		return clone.Caller{UID: -1}, fault.New(fault.Forbidden, "cannot identify the caller (no SO_PEERCRED)", "", nil)
 	}
-	who := clone.Caller{UID: int(cred.Uid), GID: int(cred.Gid), PID: int(cred.Pid)}
+	who := clone.Caller{UID: p.uid, GID: p.gid, PID: p.pid}
 	if who.Root() {
 		return who, nil
 	}
-	if inGroup(who, SocketGroup) {
+	if gid, ok := socketGroupID(); ok && p.inGroup(gid) {
 		return who, nil
 	}
 	return who, fault.New(fault.Forbidden, fmt.Sprintf("uid %d is neither root nor a member of group %s", who.UID, SocketGroup),
 		"ask root to add you to group "+SocketGroup, nil)
 }
 
-// inGroup checks the caller process's own groups (/proc/PID/status), which
-// is what the kernel enforces, rather than /etc/group.
-func inGroup(who clone.Caller, name string) bool {
-	g, err := user.LookupGroup(name)
-	if err != nil {
-		return false
-	}
-	gid, _ := strconv.Atoi(g.Gid)
-	if who.GID == gid {
-		return true
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", who.PID))
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "Groups:"); ok {
-			for _, f := range strings.Fields(rest) {
-				if n, err := strconv.Atoi(f); err == nil && n == gid {
-					return true
-				}
-			}
-		}
-	}
-	return false
+// inGroup reports whether the peer had gid as its group or one of its
+// supplementary groups when it connected: what the kernel checked when it
+// let the peer open the socket.
+func (p *peer) inGroup(gid int) bool {
+	return p.gid == gid || slices.Contains(p.groups, gid)
 }
