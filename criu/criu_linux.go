@@ -81,10 +81,13 @@ func (r Runner) Probe(ctx context.Context) (*Info, error) {
 	info.CheckOK = err == nil
 	feats, ferr := c.FeatureCheck(&rpc.CriuFeatures{MemTrack: ptr(true), LazyPages: ptr(true), PidfdStore: ptr(true)})
 	if ferr == nil && feats != nil {
-		info.Features["mem_track"] = feats.GetMemTrack()
 		info.Features["lazy_pages"] = feats.GetLazyPages()
 		info.Features["pidfd_store"] = feats.GetPidfdStore()
 	}
+	// The RPC feature check answers mem_track=true on kernels without
+	// CONFIG_MEM_SOFT_DIRTY (seen with 4.2.1 on 6.18); 'criu check
+	// --feature mem_dirty_track' asks the kernel.
+	info.Features["mem_track"] = exec.CommandContext(cctx, p, "check", "--feature", "mem_dirty_track").Run() == nil
 	if !info.CheckOK {
 		lines := lastLines(info.CheckOutput, 3)
 		return info, &Error{Op: "check", Message: fmt.Sprintf("'%s check' fails: %s", p, lines), Err: err,
