@@ -166,6 +166,11 @@ type CloneRequest struct {
 	// IsolateNet restores the clone in a new network namespace with only
 	// loopback up: it takes no production traffic (debug clones).
 	IsolateNet bool `json:"isolate_net,omitempty"`
+	// Precopy is "auto" (the default: on kernels with soft-dirty tracking,
+	// above 64 MiB of memory), "on" or "off": copy the memory while the
+	// original runs, in rounds, then freeze it only for the pages dirtied
+	// since the last round.
+	Precopy string `json:"precopy,omitempty"`
 	// LazyPages is "auto" (the default: lazily above 64 MiB of memory),
 	// "on" or "off": whether the clone starts running before its memory is
 	// in, its pages then served on demand and in the background.
@@ -257,8 +262,11 @@ type Clone struct {
 	IsolatedNet bool `json:"isolated_net,omitempty"`
 	// LazyPages is true when the clone's memory was restored lazily.
 	LazyPages bool `json:"lazy_pages,omitempty"`
-	// DumpedBytes is the memory the checkpoint wrote.
+	// DumpedBytes is the memory the checkpoint wrote (the final dump's,
+	// with pre-copy).
 	DumpedBytes int64 `json:"dumped_bytes,omitempty"`
+	// Precopy says whether memory was copied while the original ran.
+	Precopy *PrecopyInfo `json:"precopy,omitempty"`
 	// Takeover is set when the clone replaced the original.
 	Takeover *TakeoverInfo `json:"takeover,omitempty"`
 	// Operation is the ID of the operation that made it (see events).
@@ -404,6 +412,27 @@ type UpgradeRequest struct {
 	// Operation: see CloneRequest.Operation.
 	Operation string `json:"operation,omitempty"`
 	Handover
+}
+
+// PrecopyInfo is how the iterative pre-copy went.
+type PrecopyInfo struct {
+	// Used is true when the final dump wrote only pages dirtied since the
+	// last round.
+	Used bool `json:"used"`
+	// Rounds are the pre-dumps made while the original ran.
+	Rounds []PrecopyRound `json:"rounds,omitempty"`
+	// Note says why pre-copy was not used or stopped ("the kernel has no
+	// soft-dirty tracking", a pre-dump error and the fallback).
+	Note string `json:"note,omitempty"`
+}
+
+// PrecopyRound is one pre-dump.
+type PrecopyRound struct {
+	Bytes int64 `json:"bytes"`
+	// FrozenMS is how long the original was frozen for this round (only to
+	// collect its page map: the pages are read after the thaw).
+	FrozenMS float64 `json:"frozen_ms"`
+	MS       float64 `json:"ms"`
 }
 
 // TakeoverInfo is how a handover went.

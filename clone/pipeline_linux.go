@@ -144,6 +144,11 @@ func validate(req api.CloneRequest) error {
 	default:
 		return fault.New(fault.Invalid, fmt.Sprintf("lazy_pages %q: want auto, on or off", req.LazyPages), "", nil)
 	}
+	switch req.Precopy {
+	case "", "auto", "on", "off":
+	default:
+		return fault.New(fault.Invalid, fmt.Sprintf("precopy %q: want auto, on or off", req.Precopy), "", nil)
+	}
 	return nil
 }
 
@@ -533,6 +538,13 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 		dopts.OnFrozen = func() error { return failpoint.Inject("after-freeze") }
 		_ = failpoint.Inject("during-dump")
 	}
+	// Pre-copy: the memory goes out while the original runs; the final dump
+	// (and the freeze) then covers only what was dirtied since.
+	restoreDir := c.imgDir
+	c.e.rec.Precopy = c.precopy(&dopts)
+	if c.e.rec.Precopy != nil && c.e.rec.Precopy.Used {
+		restoreDir = dopts.ImageDir
+	}
 	restorePipes, serr := m.pipeSize.acquire()
 	if serr != nil {
 		c.log.Warn("dumping with the default pipe size", "err", serr)
@@ -557,11 +569,11 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	tm.Checkpoint = dumpWall - tm.Freeze
 	c.e.rec.FrozenMS = float64(ds.FreezingUS+ds.FrozenUS) / 1000
 	if len(p.ttyKeys) > 0 {
-		if err := criu.DetachTerminals(c.imgDir); err != nil {
+		if err := criu.DetachTerminals(restoreDir); err != nil {
 			return nil, fault.New(fault.Internal, fmt.Sprintf("detach the terminal of PID %d in the images", p.pid), "", err)
 		}
 	}
-	if err := criu.SkipSizeCheck(c.imgDir, p.stdio.External); err != nil {
+	if err := criu.SkipSizeCheck(restoreDir, p.stdio.External); err != nil {
 		return nil, fault.New(fault.Internal, fmt.Sprintf("give the clone of PID %d output files of its own in the images", p.pid), "", err)
 	}
 	if err := ctx.Err(); err != nil {
@@ -572,7 +584,7 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	c.op.emit("restore", api.EventStart, 0, "")
 	tRestore := time.Now()
 	icfg := nsinit.Config{
-		CRIUPath: m.opts.CRIUPath, ImageDir: c.imgDir, WorkDir: c.dir, LogLevel: m.opts.CRIULogLevel,
+		CRIUPath: m.opts.CRIUPath, ImageDir: restoreDir, WorkDir: c.dir, LogLevel: m.opts.CRIULogLevel,
 		Inherit: inherit, ShellJob: p.shellJob, ExtUnixSk: true, StatusFile: c.e.st.StatusFile,
 		TTYs: p.ttyKeys, TTYLog: logPath, LoopbackUp: c.req.IsolateNet,
 	}
@@ -656,6 +668,84 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	m.watch(c.e)
 	rec := c.e.rec
 	return &rec, nil
+}
+
+// Pre-copy bounds.
+const (
+	// PrecopyThreshold is the resident memory above which "auto" pre-copies.
+	PrecopyThreshold = 64 << 20
+	// maxPrecopyRounds bounds the pre-dumps of one clone.
+	maxPrecopyRounds = 4
+	// precopyEnough: a round that wrote less than this ends the rounds.
+	precopyEnough = 8 << 20
+)
+
+// precopy runs pre-dump rounds while the dirty set shrinks (each at most
+// half the one before, at most maxPrecopyRounds, until one is under
+// precopyEnough), and points dopts at a final dump that writes only the
+// pages dirtied since the last round. It returns nil when pre-copy was not
+// asked for, and a note when it is unavailable or failed (the dump is then
+// a plain one).
+func (c *making) precopy(dopts *criu.DumpOptions) *api.PrecopyInfo {
+	m := c.m
+	if c.req.Precopy == "off" {
+		return nil
+	}
+	m.criuMu.Lock()
+	tracking := m.criuInfo != nil && m.criuInfo.Features["mem_track"]
+	m.criuMu.Unlock()
+	if !tracking {
+		return &api.PrecopyInfo{Note: "the kernel has no soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY): the whole dump ran with the original frozen"}
+	}
+	if c.req.Precopy != "on" && c.p.rss < PrecopyThreshold {
+		return nil
+	}
+	info := &api.PrecopyInfo{}
+	runner := criu.Runner{Path: m.opts.CRIUPath}
+	page := int64(os.Getpagesize())
+	parent := ""
+	var prev int64
+	for i := 1; i <= maxPrecopyRounds; i++ {
+		dir := filepath.Join(c.imgDir, fmt.Sprintf("pre-%d", i))
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			info.Note = "pre-copy stopped: " + err.Error()
+			break
+		}
+		o := *dopts
+		o.ImageDir, o.TrackMem, o.OnFrozen, o.ParentImg = dir, true, nil, ""
+		if parent != "" {
+			o.ParentImg = "../" + parent
+		}
+		t := time.Now()
+		st, err := runner.PreDump(o)
+		if err != nil {
+			// A failed round leaves nothing to build on: plain dump.
+			c.log.Warn("pre-copy failed; dumping plainly", "err", err)
+			for j := 1; j <= i; j++ {
+				_ = os.RemoveAll(filepath.Join(c.imgDir, fmt.Sprintf("pre-%d", j)))
+			}
+			return &api.PrecopyInfo{Note: "pre-copy failed, the dump was a plain one: " + err.Error()}
+		}
+		written := int64(st.PagesWritten) * page
+		info.Rounds = append(info.Rounds, api.PrecopyRound{Bytes: written, FrozenMS: float64(st.FreezingUS+st.FrozenUS) / 1000, MS: ms(time.Since(t))})
+		c.op.emit("precopy", api.EventDone, written, fmt.Sprintf("round %d", i))
+		parent = filepath.Base(dir)
+		if written < precopyEnough || (i > 1 && written*2 > prev) {
+			break
+		}
+		prev = written
+	}
+	if parent == "" {
+		return info
+	}
+	final := filepath.Join(c.imgDir, "final")
+	if err := os.Mkdir(final, 0o700); err != nil {
+		info.Note = "pre-copy unused: " + err.Error()
+		return info
+	}
+	dopts.ImageDir, dopts.ParentImg, dopts.TrackMem = final, "../"+parent, true
+	info.Used = true
+	return info
 }
 
 // useLazy decides whether memory is restored lazily: only where CRIU and

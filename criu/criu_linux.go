@@ -131,6 +131,12 @@ type DumpOptions struct {
 	ShellJob bool
 	// Timeout bounds CRIU's collection (freezing) phase in seconds; 0 means 10.
 	Timeout uint32
+	// ParentImg names the previous (pre-)dump's image directory, relative
+	// to ImageDir: only pages dirtied since go into this one.
+	ParentImg string
+	// TrackMem makes the kernel track the pages dirtied from now on
+	// (soft-dirty), for a later dump with ParentImg.
+	TrackMem bool
 	// OnFrozen, when set, runs after the memory dump while the tree is still
 	// frozen (CRIU's post-dump notification); an error aborts the dump and
 	// CRIU releases the tree. It costs a round trip inside the freeze
@@ -150,6 +156,19 @@ func (h frozenHook) PostDump() error { return h.f() }
 // lock. The dump is not interrupted by the caller: killing CRIU while its
 // parasite runs inside the target is not safe, so CRIU's own Timeout bounds it.
 func (r Runner) Dump(opts DumpOptions) (*DumpStats, error) {
+	return r.dump(opts, false)
+}
+
+// PreDump copies the tree's memory while it runs (it is frozen only to
+// collect its page map: CRIU's VM_READ mode reads the pages after the
+// thaw) and starts dirty-page tracking, so that a later Dump with
+// ParentImg pointing here writes only what changed. Needs soft-dirty
+// tracking in the kernel (Info.Features["mem_track"]).
+func (r Runner) PreDump(opts DumpOptions) (*DumpStats, error) {
+	return r.dump(opts, true)
+}
+
+func (r Runner) dump(opts DumpOptions, pre bool) (*DumpStats, error) {
 	img, err := os.Open(opts.ImageDir)
 	if err != nil {
 		return nil, fmt.Errorf("open image dir %s: %w", opts.ImageDir, err)
@@ -171,6 +190,10 @@ func (r Runner) Dump(opts DumpOptions) (*DumpStats, error) {
 	if timeout == 0 {
 		timeout = 10
 	}
+	logName := "dump.log"
+	if pre {
+		logName = "pre-dump.log"
+	}
 	o := &rpc.CriuOpts{
 		ImagesDirFd:  ptr(int32(img.Fd())),
 		WorkDirFd:    ptr(int32(work.Fd())),
@@ -182,7 +205,7 @@ func (r Runner) Dump(opts DumpOptions) (*DumpStats, error) {
 		TcpSkipInFlight: ptr(true),
 		NetworkLock:     rpc.CriuNetworkLockMethod_SKIP.Enum(),
 		LogLevel:        ptr(int32(lvl)),
-		LogFile:         ptr("dump.log"),
+		LogFile:         ptr(logName),
 		Timeout:         ptr(timeout),
 		ShellJob:        ptr(opts.ShellJob),
 		ExtUnixSk:       ptr(opts.ExtUnixSk),
@@ -193,17 +216,34 @@ func (r Runner) Dump(opts DumpOptions) (*DumpStats, error) {
 		// The clone's cgroups are clonebot's business, not a copy of the
 		// original's: CRIU neither dumps nor restores them.
 		ManageCgroupsMode: rpc.CriuCgMode_IGNORE.Enum(),
+		TrackMem:          ptr(opts.TrackMem),
+	}
+	if opts.ParentImg != "" {
+		o.ParentImg = ptr(opts.ParentImg)
+	}
+	if pre {
+		o.PreDumpMode = rpc.CriuPreDumpMode_VM_READ.Enum()
 	}
 	if opts.FreezeCgroup != "" {
 		o.FreezeCgroup = ptr(opts.FreezeCgroup)
 	}
-	logPath := filepath.Join(work.Name(), "dump.log")
+	logPath := filepath.Join(work.Name(), logName)
 	var nfy gocriu.Notify
-	if opts.OnFrozen != nil {
+	if opts.OnFrozen != nil && !pre {
 		nfy = frozenHook{f: opts.OnFrozen}
 	}
-	if err := r.newCriu().Dump(o, nfy); err != nil {
-		return nil, newError("dump", opts.PID, logPath, err)
+	c := r.newCriu()
+	if pre {
+		err = c.PreDump(o, nfy)
+	} else {
+		err = c.Dump(o, nfy)
+	}
+	if err != nil {
+		op := "dump"
+		if pre {
+			op = "pre-dump"
+		}
+		return nil, newError(op, opts.PID, logPath, err)
 	}
 	st, err := stats.CriuGetDumpStats(work)
 	if err != nil {
