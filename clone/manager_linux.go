@@ -24,6 +24,7 @@ import (
 	"github.com/clonebot/clonebot/criu"
 	"github.com/clonebot/clonebot/fault"
 	"github.com/clonebot/clonebot/handover"
+	"github.com/clonebot/clonebot/internal/atomicfile"
 	"github.com/clonebot/clonebot/nsinit"
 	"github.com/clonebot/clonebot/proc"
 	"golang.org/x/sys/unix"
@@ -364,6 +365,14 @@ func (m *Manager) kill(ctx context.Context, e *entry) error {
 	return errors.Join(errs...)
 }
 
+// destroyCgroup kills what is left in cg and removes it, waiting at most
+// 10 s.
+func destroyCgroup(cg *cgroup.Cgroup) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return cg.Destroy(ctx)
+}
+
 // Close stops watching clones; the clones keep running and a new daemon
 // re-adopts them.
 func (m *Manager) Close() {
@@ -400,22 +409,10 @@ func (m *Manager) persist(e *entry) error {
 		return err
 	}
 	p := filepath.Join(e.dir, "clone.json")
-	tmp := p + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+	if err := atomicfile.Write(p, b, 0o600); err != nil {
 		return fmt.Errorf("write clone record %s: %w", p, err)
 	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write clone record %s: %w", p, err)
-	}
-	return os.Rename(tmp, p)
+	return nil
 }
 
 // adopt loads the records a previous daemon left: live clones are watched

@@ -457,17 +457,9 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 
 	// Cgroup first: the init is created inside it so that everything the
 	// restore allocates is charged and placed there.
-	cfg := cgroup.Config{MemoryMax: int64(c.req.MemoryMax), PidsMax: c.req.PidsMax}
-	if p.pinning == api.PinCgroup {
-		cfg.CPUs, cfg.Mems = p.node.CPUList, strconv.Itoa(p.node.ID)
-	}
-	cg, err := m.cg.Create(m.opts.CgroupParent, c.id, cfg)
+	cg, err := m.makeCgroup("clone", p, c.id, int64(c.req.MemoryMax), c.req.PidsMax)
 	if err != nil {
-		var ue *cgroup.UnavailableError
-		if errors.As(err, &ue) {
-			return nil, fault.New(fault.Refused, fmt.Sprintf("cannot clone PID %d: %v", p.pid, err), ue.Hint, nil)
-		}
-		return nil, fault.New(fault.Internal, fmt.Sprintf("create cgroup %s/%s for the clone of PID %d", m.opts.CgroupParent, c.id, p.pid), "", err)
+		return nil, err
 	}
 	c.cg = cg
 	c.e.cg = cg
@@ -793,6 +785,26 @@ func (c *making) removeImages() {
 	}
 }
 
+// makeCgroup creates clonebot.slice/<id> for what (clone, upgrade) of
+// p.pid: placed on p.node (cpuset where cgroup v2 has it), with the limits
+// asked for. A limit whose controller this host lacks is a refusal naming
+// the remedy.
+func (m *Manager) makeCgroup(what string, p *plan, id string, memoryMax, pidsMax int64) (*cgroup.Cgroup, error) {
+	cfg := cgroup.Config{MemoryMax: memoryMax, PidsMax: pidsMax}
+	if p.pinning == api.PinCgroup {
+		cfg.CPUs, cfg.Mems = p.node.CPUList, strconv.Itoa(p.node.ID)
+	}
+	cg, err := m.cg.Create(m.opts.CgroupParent, id, cfg)
+	if err != nil {
+		var ue *cgroup.UnavailableError
+		if errors.As(err, &ue) {
+			return nil, fault.New(fault.Refused, fmt.Sprintf("cannot %s PID %d: %v", what, p.pid, err), ue.Hint, nil)
+		}
+		return nil, fault.New(fault.Internal, fmt.Sprintf("create cgroup %s/%s for the %s of PID %d", m.opts.CgroupParent, id, what, p.pid), "", err)
+	}
+	return cg, nil
+}
+
 // register adds the entry being made to the manager's table.
 func (m *Manager) register(e *entry) error {
 	m.mu.Lock()
@@ -844,11 +856,9 @@ func (c *making) undo() error {
 		}
 	}
 	if c.cg != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := c.cg.Destroy(ctx); err != nil {
+		if err := destroyCgroup(c.cg); err != nil {
 			errs = append(errs, err)
 		}
-		cancel()
 	}
 	if c.imgDir != "" {
 		if err := os.RemoveAll(c.imgDir); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/clonebot/clonebot/api"
 	"github.com/clonebot/clonebot/fault"
 	"github.com/clonebot/clonebot/handover"
+	"github.com/clonebot/clonebot/internal/atomicfile"
 	"github.com/clonebot/clonebot/internal/failpoint"
 	"github.com/clonebot/clonebot/proc"
 	"golang.org/x/sys/unix"
@@ -533,7 +534,7 @@ func (s *sysctlGuard) acquire() (release func() error, err error) {
 		}
 		if s.changed {
 			j, _ := json.Marshal(sysctlJournal{Path: s.path, Value: s.prev})
-			if err := writeFileSync(s.journal, j); err != nil {
+			if err := atomicfile.Write(s.journal, j, 0o600); err != nil {
 				return nil, fault.New(fault.Internal, "journal the sysctl change", "", err)
 			}
 			if err := writeSysctl(s.path, s.want); err != nil {
@@ -590,24 +591,4 @@ func writeSysctl(path, v string) error {
 		return fmt.Errorf("%s: wrote %s, read back %s", path, v, got)
 	}
 	return nil
-}
-
-func writeFileSync(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -235,17 +235,9 @@ func (u *upgrading) start(req api.UpgradeRequest, p *plan, orig *launch, argv, e
 	if err := os.Mkdir(u.dir, 0o700); err != nil {
 		return nil, fault.New(fault.Internal, "create "+u.dir, "", err)
 	}
-	cfg := cgroup.Config{MemoryMax: int64(req.MemoryMax), PidsMax: req.PidsMax}
-	if p.pinning == api.PinCgroup {
-		cfg.CPUs, cfg.Mems = p.node.CPUList, strconv.Itoa(p.node.ID)
-	}
-	cg, err := m.cg.Create(m.opts.CgroupParent, u.id, cfg)
+	cg, err := m.makeCgroup("upgrade", p, u.id, int64(req.MemoryMax), req.PidsMax)
 	if err != nil {
-		var ue *cgroup.UnavailableError
-		if errors.As(err, &ue) {
-			return nil, fault.New(fault.Refused, fmt.Sprintf("cannot upgrade PID %d: %v", req.PID, err), ue.Hint, nil)
-		}
-		return nil, fault.New(fault.Internal, "create the cgroup of the upgrade", "", err)
+		return nil, err
 	}
 	u.cg = cg
 
@@ -354,11 +346,9 @@ func (u *upgrading) undo() error {
 		_ = u.cmd.Wait()
 	}
 	if u.cg != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := u.cg.Destroy(ctx); err != nil {
+		if err := destroyCgroup(u.cg); err != nil {
 			errs = append(errs, err)
 		}
-		cancel()
 	}
 	if u.dir != "" {
 		if err := os.RemoveAll(u.dir); err != nil {

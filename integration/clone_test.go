@@ -161,40 +161,8 @@ func TestClonePythonHTTPServer(t *testing.T) {
 
 func TestCloneNginx(t *testing.T) {
 	d := startDaemon(t)
-	nginx := "/usr/sbin/nginx"
-	if _, err := os.Stat(nginx); err != nil {
-		t.Fatalf("nginx not installed (make deps installs nginx-light): %v", err)
-	}
-	dir := t.TempDir()
-	port := freePort(t)
-	conf := fmt.Sprintf(`user root;
-worker_processes 2;
-daemon on;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log;
-events { worker_connections 128; }
-http {
-    access_log off;
-    client_body_temp_path %[1]s/body;
-    proxy_temp_path %[1]s/proxy;
-    fastcgi_temp_path %[1]s/fastcgi;
-    uwsgi_temp_path %[1]s/uwsgi;
-    scgi_temp_path %[1]s/scgi;
-    server {
-        listen 127.0.0.1:%[2]d;
-        location / { return 200 "nginx $pid\n"; }
-    }
-}
-`, dir, port)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644))
-	out, err := runCmd(nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
-	require.NoError(t, err, "start nginx: %s", out)
-	master := 0
-	fmt.Sscan(waitFile(t, filepath.Join(dir, "nginx.pid")), &master)
-	require.Greater(t, master, 0)
-	t.Cleanup(func() { _ = syscall.Kill(master, syscall.SIGKILL); killChildren(master) })
+	master, port := startNginx(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	waitListening(t, addr)
 	workers := children(master)
 	require.Len(t, workers, 2, "nginx master %d should have 2 workers", master)
 

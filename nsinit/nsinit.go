@@ -20,6 +20,8 @@ import (
 	"errors"
 	"os"
 	"time"
+
+	"github.com/clonebot/clonebot/internal/atomicfile"
 )
 
 // EnvMarker is set in the environment of a re-executed init.
@@ -81,10 +83,10 @@ const (
 type Report struct {
 	Phase string `json:"phase"`
 	// NSPID is the clone root's PID in the namespace (PhaseRestored).
-	NSPID         int     `json:"ns_pid,omitempty"`
-	RestoreMS     float64 `json:"restore_ms,omitempty"`
+	NSPID     int     `json:"ns_pid,omitempty"`
+	RestoreMS float64 `json:"restore_ms,omitempty"`
 	// ResidentMS is from the restore request to the last page in (lazy).
-	ResidentMS float64 `json:"resident_ms,omitempty"`
+	ResidentMS    float64 `json:"resident_ms,omitempty"`
 	PagesRestored uint64  `json:"pages_restored,omitempty"`
 	// Error fields (PhaseFailed): the restore failed and the init exits.
 	Error   string   `json:"error,omitempty"`
@@ -122,21 +124,5 @@ func writeStatusFile(path string, st ExitStatus) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, b, 0o600)
 }
