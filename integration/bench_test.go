@@ -36,6 +36,56 @@ type benchRow struct {
 	clonePhases             api.Timings
 }
 
+// scaleRow is one point of the scaling curve.
+type scaleRow struct {
+	heapMiB, threads                  int
+	servingMS, residentMS, totalMS    float64
+	frozenMS, checkpointMS, restoreMS float64
+	lazy                              bool
+}
+
+var scaleRows []scaleRow
+
+// BenchmarkScaling clones servers of growing heap (16 MiB to 4 GiB, as far
+// as memory allows: the original, its images and the clone each hold it)
+// and growing thread count (1 to 200), once each, to show how the cost
+// grows and where it goes.
+func BenchmarkScaling(b *testing.B) {
+	var si syscall.Sysinfo_t
+	_ = syscall.Sysinfo(&si)
+	freeMiB := int(uint64(si.Freeram) * uint64(si.Unit) >> 20)
+	points := []struct{ heap, threads int }{{16, 1}, {64, 1}, {256, 1}, {1024, 1}, {4096, 1}, {16, 10}, {16, 50}, {16, 200}}
+	for _, pt := range points {
+		if pt.heap*3+1024 > freeMiB {
+			b.Logf("skipping the %d MiB point: %d MiB free, %d needed", pt.heap, freeMiB, pt.heap*3+1024)
+			continue
+		}
+		b.Run(fmt.Sprintf("heap%dMiB-threads%d", pt.heap, pt.threads), func(b *testing.B) {
+			d := startDaemon(b)
+			srv := startGoServer(b, "-reuseport", "-heap", fmt.Sprint(pt.heap), "-threads", fmt.Sprint(pt.threads))
+			rec, err := d.c.CreateClone(ctx(b), api.CloneRequest{PID: srv.pid})
+			if err != nil {
+				b.Fatal(err)
+			}
+			final := *rec
+			for deadline := time.Now().Add(5 * time.Minute); final.TimingsMS.Resident == 0 && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+				if r, err := d.c.GetClone(ctx(b), rec.ID); err == nil {
+					final = *r
+				}
+			}
+			_, _ = d.c.DeleteClone(ctx(b), rec.ID)
+			row := scaleRow{heapMiB: pt.heap, threads: pt.threads, servingMS: rec.TimingsMS.Serving, residentMS: final.TimingsMS.Resident,
+				totalMS: rec.TimingsMS.Total, frozenMS: rec.FrozenMS, checkpointMS: rec.TimingsMS.Checkpoint, restoreMS: rec.TimingsMS.Restore, lazy: rec.LazyPages}
+			b.ReportMetric(row.servingMS, "serving-ms")
+			b.ReportMetric(row.frozenMS, "frozen-ms")
+			benchMu.Lock()
+			scaleRows = append(scaleRows, row)
+			benchMu.Unlock()
+		})
+	}
+}
+
 var (
 	benchMu      sync.Mutex
 	benchRows    []benchRow
@@ -287,7 +337,7 @@ func medianPhases(ps []api.Timings) api.Timings {
 // names it (make bench).
 func writeBenchReport() error {
 	path := os.Getenv("CLONEBOT_BENCH_REPORT")
-	if path == "" || len(benchRows)+len(takeoverRows) == 0 {
+	if path == "" || len(benchRows)+len(takeoverRows)+len(scaleRows) == 0 {
 		return nil
 	}
 	var sb strings.Builder
@@ -313,6 +363,13 @@ func writeBenchReport() error {
 	for _, r := range benchRows {
 		p := r.clonePhases
 		fmt.Fprintf(&sb, "| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n", r.name, p.Preflight, p.Freeze, p.Checkpoint, p.Restore, p.Place, p.Total)
+	}
+	if len(scaleRows) > 0 {
+		sb.WriteString("\n## Scaling: heap size and threads (one clone each)\n\n| heap | threads | serving | resident | total | frozen | checkpoint | restore | lazy |\n|---|---|---|---|---|---|---|---|---|\n")
+		for _, r := range scaleRows {
+			fmt.Fprintf(&sb, "| %d MiB | %d | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %v |\n",
+				r.heapMiB, r.threads, r.servingMS, r.residentMS, r.totalMS, r.frozenMS, r.checkpointMS, r.restoreMS, r.lazy)
+		}
 	}
 	if len(takeoverRows) > 0 {
 		sb.WriteString("\n## Takeover under load\n\nhey at 1,200 requests/s (10 workers), a 3 s steady-state run, then a 10 s run with the takeover started 3 s in. Latency percentiles are hey's over each whole run.\n\n")
