@@ -6,6 +6,12 @@
 // verify, report. It also tracks clones across daemon restarts.
 package clone
 
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+)
+
 // Version is clonebot's version, set at build time with -ldflags.
 var Version = "dev"
 
@@ -20,3 +26,14 @@ func (c Caller) Root() bool { return c.UID == 0 }
 
 // RootCaller is the daemon itself (and tests).
 var RootCaller = Caller{}
+
+func newID() string {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return hex.EncodeToString(b)
+}
+
+// ms is d in milliseconds with microsecond precision.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

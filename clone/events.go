@@ -29,6 +29,7 @@ const opRetention = 5 * time.Minute
 // streamed to subscribers as they happen.
 type operation struct {
 	id, kind string
+	owner    int // uid of the caller that started it
 	start    time.Time
 
 	mu      sync.Mutex
@@ -46,7 +47,7 @@ type ops struct {
 
 // begin registers an operation; id "" gets a generated one. A live
 // operation with the same id is a conflict.
-func (o *ops) begin(id, kind string) (*operation, error) {
+func (o *ops) begin(id, kind string, owner int) (*operation, error) {
 	if id == "" {
 		id = kind + "-" + newID()
 	} else if err := ValidOperationID(id); err != nil {
@@ -65,7 +66,7 @@ func (o *ops) begin(id, kind string) (*operation, error) {
 			return nil, fmt.Errorf("operation %s is already running", id)
 		}
 	}
-	op := &operation{id: id, kind: kind, start: time.Now(), subs: map[chan api.Event]struct{}{}}
+	op := &operation{id: id, kind: kind, owner: owner, start: time.Now(), subs: map[chan api.Event]struct{}{}}
 	o.m[id] = op
 	return op, nil
 }

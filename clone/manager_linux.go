@@ -4,8 +4,6 @@ package clone
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -119,9 +117,14 @@ type entry struct {
 	init *nsinit.Process // nil when adopted after a restart
 	// wait, when set, waits for the clone's end (the daemon's own child).
 	wait func() (*nsinit.ExitStatus, error)
-	cg   *cgroup.Cgroup
-	dir  string
-	done chan struct{} // closed once the clone has exited and is recorded
+	// handover names the handover phase while the clone replaces its
+	// original (it cannot be removed then), rollingBack that the handover
+	// itself is removing it; both under Manager.mu.
+	handover    string
+	rollingBack bool
+	cg          *cgroup.Cgroup
+	dir         string
+	done        chan struct{} // closed once the clone has exited and is recorded
 }
 
 // stored is what a clone's directory keeps across daemon restarts.
@@ -254,14 +257,6 @@ func (m *Manager) claim(pid int, op string) (func(), error) {
 	}, nil
 }
 
-func newID() string {
-	b := make([]byte, 6)
-	if _, err := rand.Read(b); err != nil {
-		panic(err) // crypto/rand does not fail on Linux
-	}
-	return hex.EncodeToString(b)
-}
-
 // List returns the clones the caller may see, oldest first.
 func (m *Manager) List(who Caller) []api.Clone {
 	m.mu.Lock()
@@ -312,6 +307,11 @@ func (m *Manager) Remove(ctx context.Context, id string, who Caller) (api.Clone,
 		m.mu.Unlock()
 		return api.Clone{}, fault.New(fault.Conflict, fmt.Sprintf("clone %s is still being created", id), "retry when the clone request has returned", nil)
 	}
+	if e.handover != "" && !e.rollingBack {
+		m.mu.Unlock()
+		return api.Clone{}, fault.New(fault.Conflict, fmt.Sprintf("clone %s is taking over PID %d (%s)", id, e.rec.SourcePID, e.handover),
+			"wait for the handover to finish; it rolls back by itself if the clone fails", nil)
+	}
 	m.mu.Unlock()
 
 	if err := m.kill(ctx, e); err != nil {
@@ -341,6 +341,10 @@ func (m *Manager) kill(ctx context.Context, e *entry) error {
 	select {
 	case <-e.done:
 	default:
+		// Stop the clone's listeners first: with tcp_migrate_req the
+		// connections queued in them move to the original's instead of
+		// being reset by the kill.
+		m.stopListeners(e)
 		// The cgroup holds the init and every process of the namespace;
 		// killing the init alone would also take the namespace down.
 		if e.cg != nil {
@@ -363,6 +367,35 @@ func (m *Manager) kill(ctx context.Context, e *entry) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// stopListeners shuts down the listening sockets of a clone that shares
+// its original's ports, with tcp_migrate_req on, so that connections queued
+// in them move to another listener of the port.
+func (m *Manager) stopListeners(e *entry) {
+	// An upgrade's listeners are the original's very sockets: shutting
+	// them down would stop the original too.
+	if e.rec.Kind == api.KindUpgrade || e.rec.IsolatedNet || len(e.rec.Listeners) == 0 || e.rec.PID <= 0 {
+		return
+	}
+	pids, err := m.opts.Proc.Tree(e.rec.PID)
+	if err != nil {
+		return
+	}
+	socks, err := handover.FindSockets(m.opts.Proc, pids)
+	if err != nil {
+		return
+	}
+	release, err := m.migrate.acquire()
+	if err != nil {
+		return
+	}
+	defer func() { _ = release() }()
+	for _, s := range socks {
+		if s.Listening {
+			_ = handover.Shutdown(s)
+		}
+	}
 }
 
 // destroyCgroup kills what is left in cg and removes it, waiting at most
@@ -729,12 +762,12 @@ func pruneLogs(dir string, max int) {
 
 // Events returns the events of operation id so far and a channel of the
 // next ones (closed when it ends); cancel ends the subscription.
-func (m *Manager) Events(id string) (past []api.Event, next <-chan api.Event, cancel func(), err error) {
+func (m *Manager) Events(id string, who Caller) (past []api.Event, next <-chan api.Event, cancel func(), err error) {
 	if err := ValidOperationID(id); err != nil {
 		return nil, nil, nil, fault.New(fault.Invalid, err.Error(), "", nil)
 	}
 	op, ok := m.ops.get(id)
-	if !ok {
+	if !ok || !(who.Root() || op.owner == who.UID) {
 		return nil, nil, nil, fault.New(fault.NotFound, fmt.Sprintf("no operation %s", id),
 			"operations are kept for 5 minutes after they end; pass \"operation\" in the request to follow it", nil)
 	}
@@ -743,14 +776,13 @@ func (m *Manager) Events(id string) (past []api.Event, next <-chan api.Event, ca
 }
 
 // beginOp registers an operation for a request.
-func (m *Manager) beginOp(id, kind string) (*operation, error) {
-	op, err := m.ops.begin(id, kind)
+func (m *Manager) beginOp(id, kind string, who Caller) (*operation, error) {
+	op, err := m.ops.begin(id, kind, who.UID)
 	if err != nil {
-		k := fault.Invalid
 		if ValidOperationID(id) == nil {
-			k = fault.Conflict
+			return nil, fault.New(fault.Conflict, err.Error(), "pick another operation ID, or follow this one's events", nil)
 		}
-		return nil, fault.New(k, err.Error(), "", nil)
+		return nil, fault.New(fault.Invalid, err.Error(), "", nil)
 	}
 	op.emit("operation", api.EventStart, 0, "")
 	return op, nil

@@ -42,8 +42,6 @@ type plan struct {
 	warnings     []string
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
 // Clone makes a live copy of the process tree rooted at req.PID. The
 // original keeps running; the clone runs in new PID and mount namespaces
 // inside clonebot.slice/<id>, pinned to one NUMA node, and binds the
@@ -53,7 +51,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // clonebot set is cleared again, and the half-made clone (init, namespace,
 // cgroup, images) is removed.
 func (m *Manager) Clone(ctx context.Context, req api.CloneRequest, who Caller) (*api.Clone, error) {
-	op, err := m.beginOp(req.Operation, "clone")
+	op, err := m.beginOp(req.Operation, "clone", who)
 	if err != nil {
 		return nil, err
 	}
@@ -150,6 +148,12 @@ func validate(req api.CloneRequest) error {
 		return fault.New(fault.Invalid, fmt.Sprintf("precopy %q: want auto, on or off", req.Precopy), "", nil)
 	}
 	return nil
+}
+
+// exitedBeforeClone is the error for a target that exited after
+// preflight, before its checkpoint was complete.
+func exitedBeforeClone(pid int) error {
+	return fault.New(fault.NotFound, fmt.Sprintf("PID %d exited before it could be cloned", pid), "there is nothing left to clone", nil)
 }
 
 func refuse(pid int, what, hint string) error {
@@ -278,20 +282,31 @@ func sameIDs(st *proc.Status) bool {
 	return true
 }
 
-// checkOwner lets a non-root caller act only on processes it could ptrace:
-// all its uids are the caller's, and the process is dumpable (/proc/PID is
-// owned by its uid, not root).
+// checkOwner lets a non-root caller act only on processes it could ptrace
+// (the kernel's PTRACE_MODE_ATTACH_REALCREDS rules): the process's real,
+// effective and saved uids and gids are the caller's, it holds no
+// capability the caller lacks (a non-root caller has none), and it is
+// dumpable (the kernel then keeps /proc/PID/stat owned by its uid; a
+// setuid or prctl(PR_SET_DUMPABLE, 0) process has it owned by root).
 func (m *Manager) checkOwner(pid int, st *proc.Status, who Caller) error {
+	deny := func(why string) error {
+		return fault.New(fault.Forbidden, fmt.Sprintf("uid %d may not act on PID %d: %s", who.UID, pid, why),
+			"you may act only on processes you could debug (same uid and gid, no extra privileges); ask root", nil)
+	}
 	for i := 0; i < 3; i++ {
 		if st.Uid[i] != who.UID {
-			return fault.New(fault.Forbidden, fmt.Sprintf("uid %d may not clone PID %d: it runs as uid %d", who.UID, pid, st.Uid[i]),
-				"you may clone only your own processes; ask root", nil)
+			return deny(fmt.Sprintf("it runs as uid %d", st.Uid[i]))
+		}
+		if st.Gid[i] != who.GID {
+			return deny(fmt.Sprintf("it runs with gid %d", st.Gid[i]))
 		}
 	}
+	if st.CapPrm != 0 {
+		return deny(fmt.Sprintf("it holds capabilities (CapPrm %x)", st.CapPrm))
+	}
 	var sb unix.Stat_t
-	if err := unix.Stat(filepath.Join(m.opts.Proc.Root, strconv.Itoa(pid)), &sb); err == nil && int(sb.Uid) != who.UID {
-		return fault.New(fault.Forbidden, fmt.Sprintf("uid %d may not clone PID %d: it is not dumpable (setuid or prctl)", who.UID, pid),
-			"ask root", nil)
+	if err := unix.Stat(filepath.Join(m.opts.Proc.Root, strconv.Itoa(pid), "stat"), &sb); err == nil && int(sb.Uid) != who.UID {
+		return deny("it is not dumpable (setuid, or prctl PR_SET_DUMPABLE 0)")
 	}
 	return nil
 }
@@ -483,6 +498,9 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 			continue
 		}
 		if err := handover.SetReusePort(s, true); err != nil {
+			if !m.opts.Proc.Exists(p.pid) {
+				return nil, exitedBeforeClone(p.pid)
+			}
 			return nil, fault.New(fault.Failed, fmt.Sprintf("set SO_REUSEPORT on %s of PID %d", s.Local, s.PID), "the clone could not bind beside the original without it", err)
 		}
 		c.reuseSet = append(c.reuseSet, s)
@@ -820,8 +838,7 @@ func (m *Manager) register(e *entry) error {
 // target, the phase, CRIU's own lines and where its log was kept.
 func (c *making) criuFault(phase string, err error) error {
 	if phase == "checkpoint" && !c.m.opts.Proc.Exists(c.p.pid) {
-		return fault.New(fault.Failed, fmt.Sprintf("clone of PID %d failed: the process exited during the checkpoint", c.p.pid),
-			"there is nothing left to clone", err)
+		return exitedBeforeClone(c.p.pid)
 	}
 	var ce *criu.Error
 	if !errors.As(err, &ce) {

@@ -98,7 +98,7 @@ func (m *Manager) Takeover(ctx context.Context, req api.TakeoverRequest, who Cal
 	if req.IsolateNet {
 		return nil, fault.New(fault.Invalid, "a takeover cannot isolate the clone's network: it must take the original's traffic", "drop isolate_net", nil)
 	}
-	op, err := m.beginOp(req.Operation, "takeover")
+	op, err := m.beginOp(req.Operation, "takeover", who)
 	if err != nil {
 		return nil, err
 	}
@@ -178,6 +178,8 @@ func (m *Manager) listenersOf(pid int, what string) ([]handover.Socket, error) {
 // and the original's listeners are put back as they were.
 func (m *Manager) handOver(ctx context.Context, rec *api.Clone, origPID int, listeners []handover.Socket, hp *handoverPlan, op *operation, t0 time.Time) (*api.Clone, error) {
 	info := &api.TakeoverInfo{DrainSignal: hp.signalName}
+	m.setHandover(rec.ID, "probe")
+	defer m.setHandover(rec.ID, "")
 	tProbe := time.Now()
 	err := op.phase("probe", func() error { return m.probe(ctx, rec, listeners, hp) })
 	info.ProbeMS = ms(time.Since(tProbe))
@@ -188,6 +190,7 @@ func (m *Manager) handOver(ctx context.Context, rec *api.Clone, origPID int, lis
 	if pids, err := m.opts.Proc.Tree(origPID); err == nil {
 		origTree = pids
 	}
+	m.setHandover(rec.ID, "drain")
 	err = op.phase("drain", func() error { return m.drain(ctx, rec, origPID, origTree, listeners, hp, info) })
 	info.TotalMS = ms(time.Since(t0))
 	m.mu.Lock()
@@ -207,9 +210,25 @@ func (m *Manager) handOver(ctx context.Context, rec *api.Clone, origPID int, lis
 	return rec, nil
 }
 
+// setHandover marks (phase != "") or unmarks the clone id as replacing its
+// original: Remove refuses it meanwhile.
+func (m *Manager) setHandover(id, phase string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.clones[id]; ok {
+		e.handover = phase
+		e.rollingBack = false
+	}
+}
+
 // rollback removes the replacement and puts the original's listeners back.
 func (m *Manager) rollback(rec *api.Clone, origPID int, listeners []handover.Socket, cause error) error {
 	var errs []error
+	m.mu.Lock()
+	if e, ok := m.clones[rec.ID]; ok {
+		e.rollingBack = true
+	}
+	m.mu.Unlock()
 	if _, err := m.Remove(context.Background(), rec.ID, RootCaller); err != nil {
 		errs = append(errs, fmt.Errorf("remove the clone %s: %w", rec.ID, err))
 	}
@@ -376,9 +395,22 @@ func (m *Manager) drain(ctx context.Context, rec *api.Clone, origPID int, origTr
 		return fmt.Errorf("send %s to PID %d: %w", hp.signalName, origPID, err)
 	}
 	_ = failpoint.Inject("during-drain")
-	if waitPidfd(ctx, pidfd, time.Until(deadline)) {
+	exited, replacementDied := false, false
+	for !exited && time.Now().Before(deadline) {
+		exited = waitPidfd(ctx, pidfd, min(time.Until(deadline), 200*time.Millisecond))
+		if !exited && m.checkReplacement(rec, nil) != nil {
+			replacementDied = true
+			break
+		}
+	}
+	switch {
+	case exited:
 		info.OriginalExit = "exited"
-	} else {
+	case replacementDied:
+		// Killing the original now would leave nothing serving: it keeps
+		// draining (or serving, if it ignores the signal) on its own.
+		info.OriginalExit = "left running"
+	default:
 		info.OriginalExit = "killed"
 		for _, p := range origTree {
 			_ = unix.Kill(p, unix.SIGKILL)

@@ -46,7 +46,7 @@ func (m *Manager) Upgrade(ctx context.Context, req api.UpgradeRequest, who Calle
 	if _, err := m.ready(ctx); err != nil {
 		return nil, err
 	}
-	op, err := m.beginOp(req.Operation, "upgrade")
+	op, err := m.beginOp(req.Operation, "upgrade", who)
 	if err != nil {
 		return nil, err
 	}

@@ -185,6 +185,7 @@ func TestCloneNginx(t *testing.T) {
 		_ = syscall.Kill(w, syscall.SIGKILL)
 		waitGone(t, w)
 	}
+	waitGone(t, master)
 	for i := 0; i < 20; i++ {
 		code, _ := get(t, "http://"+addr+"/")
 		require.Equal(t, 200, code)

@@ -135,23 +135,40 @@ func TestTakeoverRefusals(t *testing.T) {
 
 	t.Run("second takeover of the same PID", func(t *testing.T) {
 		srv := startGoServer(t)
+		const first = "first-takeover-0001"
 		var wg sync.WaitGroup
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, _ = d.c.Takeover(context.Background(), api.TakeoverRequest{CloneRequest: api.CloneRequest{PID: srv.pid},
+			_, _ = d.c.Takeover(context.Background(), api.TakeoverRequest{CloneRequest: api.CloneRequest{PID: srv.pid, Operation: first},
 				Handover: api.Handover{Probe: "http://127.0.0.1:1/", ProbeTimeout: api.Duration(4 * time.Second)}})
 		}()
-		deadline := time.Now().Add(5 * time.Second)
-		var ae *api.Error
-		for time.Now().Before(deadline) {
-			_, err := d.c.Takeover(ctx(t), api.TakeoverRequest{CloneRequest: api.CloneRequest{PID: srv.pid}})
-			ae = apiErr(t, err)
-			if ae.StatusCode == 409 {
-				break
+		// The first holds the target once its preflight has begun.
+		started := make(chan struct{})
+		go func() {
+			ectx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for ectx.Err() == nil {
+				err := d.c.Events(ectx, first, func(ev api.Event) error {
+					if ev.Phase == "preflight" {
+						close(started)
+						return context.Canceled
+					}
+					return nil
+				})
+				if err == context.Canceled {
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
-			time.Sleep(20 * time.Millisecond)
+		}()
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the first takeover did not start")
 		}
+		_, err := d.c.Takeover(ctx(t), api.TakeoverRequest{CloneRequest: api.CloneRequest{PID: srv.pid}})
+		ae := apiErr(t, err)
 		assert.Equal(t, 409, ae.StatusCode, "got %d (%s); want 409 while the first takeover runs", ae.StatusCode, ae.Message)
 		wg.Wait()
 		require.True(t, alive(srv.pid))

@@ -134,6 +134,7 @@ func serve(c config, log *slog.Logger) error {
 	hs := &http.Server{
 		Handler:           srv.routes(),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		ConnContext:       withPeerCred,
 	}
 	errc := make(chan error, 1)

@@ -25,7 +25,7 @@ type service interface {
 	Status(ctx context.Context) api.Status
 	Takeover(ctx context.Context, req api.TakeoverRequest, who clone.Caller) (*api.Clone, error)
 	Upgrade(ctx context.Context, req api.UpgradeRequest, who clone.Caller) (*api.Clone, error)
-	Events(id string) (past []api.Event, next <-chan api.Event, cancel func(), err error)
+	Events(id string, who clone.Caller) (past []api.Event, next <-chan api.Event, cancel func(), err error)
 }
 
 // server maps HTTP requests onto the service. It is a thin layer: decoding,
@@ -156,8 +156,14 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		}
 		return fault.New(fault.Invalid, "malformed request body: "+err.Error(), `send a JSON object such as {"pid": 1234}`, nil)
 	}
-	if dec.More() {
-		return fault.New(fault.Invalid, "malformed request body: data after the JSON object", "", nil)
+	// Only white space may follow. (dec.More would let a stray ']' or '}'
+	// through: it reports whether an array or object goes on.)
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return fault.New(fault.Invalid, "malformed request body: data after the JSON object", "send one JSON object", nil)
 	}
 	return nil
 }
@@ -207,7 +213,7 @@ func (s *server) upgrade(w http.ResponseWriter, r *http.Request, who clone.Calle
 // events streams an operation's events as newline-delimited JSON, from the
 // first, until it ends or the client goes away.
 func (s *server) events(w http.ResponseWriter, r *http.Request, who clone.Caller) (int, any, error) {
-	past, next, cancel, err := s.svc.Events(r.PathValue("id"))
+	past, next, cancel, err := s.svc.Events(r.PathValue("id"), who)
 	if err != nil {
 		return 0, nil, err
 	}
