@@ -95,9 +95,9 @@ func TestFaultInjection(t *testing.T) {
 	points := []struct{ point, action string }{
 		{"preflight", "error"}, {"preflight", "kill"},
 		{"after-freeze", "error"}, {"after-freeze", "kill"},
-		{"during-dump", "kill-after(30ms)"},
+		{"during-dump", "kill-after(10ms)"},
 		{"after-dump", "error"}, {"after-dump", "kill"},
-		{"during-restore", "kill-after(20ms)"},
+		{"during-restore", "kill-after(5ms)"},
 		{"after-restore", "error"}, {"after-restore", "kill"},
 	}
 	for _, freeze := range []string{"ptrace", "cgroup"} {
@@ -109,10 +109,12 @@ func TestFaultInjection(t *testing.T) {
 				cgBefore, sysctl := clonebotCgroups(st), migrateReq(t)
 				var tg *target
 				var cg string
+				// 48 MiB: dump and restore take tens of milliseconds (a
+				// kill-after lands inside them), below the lazy threshold.
 				if freeze == "cgroup" {
-					tg, cg = startInOwnCgroup(t, st.Cgroup.Mount)
+					tg, cg = startInOwnCgroup(t, st.Cgroup.Mount, "-heap", "48")
 				} else {
-					tg = startGoServer(t)
+					tg = startGoServer(t, "-heap", "48")
 				}
 				_, err := d.c.CreateClone(ctx(t), api.CloneRequest{PID: tg.pid})
 				require.Error(t, err, "the clone must fail at %s", spec)
