@@ -83,6 +83,14 @@ func treeBytes(t *testing.T, pid int) map[int]uint64 {
 	return out
 }
 
+// resident waits until all of the clone's memory is in (a clone restored
+// lazily gets its pages after it runs) and returns the updated record.
+func resident(t *testing.T, d *daemon, rec *api.Clone) *api.Clone {
+	t.Helper()
+	r := waitResident(t, d, rec.ID)
+	return &r
+}
+
 // fractionOn is the share of bytes on node.
 func fractionOn(bytes map[int]uint64, node int) float64 {
 	var sum uint64
