@@ -278,5 +278,10 @@ http {
 	require.Greater(t, master, 0)
 	t.Cleanup(func() { killChildren(master); _ = syscall.Kill(master, syscall.SIGKILL) })
 	waitListening(t, fmt.Sprintf("127.0.0.1:%d", port))
+	// The master listens before it forks its workers.
+	for deadline := time.Now().Add(20 * time.Second); len(children(master)) < 2; {
+		require.True(t, time.Now().Before(deadline), "nginx master %d did not start its 2 workers", master)
+		time.Sleep(10 * time.Millisecond)
+	}
 	return master, port
 }
