@@ -646,6 +646,11 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 			if st.Signal != "" {
 				how = "signal " + st.Signal
 			}
+			if !m.opts.Proc.Exists(p.pid) {
+				// The original was about to exit, and so was its copy.
+				return nil, fault.New(fault.NotFound, fmt.Sprintf("PID %d exited while it was cloned, and its clone right after its restore (%s)", p.pid, how),
+					"there is nothing left to clone", nil)
+			}
 			return nil, fault.New(fault.Failed, fmt.Sprintf("the clone of PID %d exited right after its restore (%s)", p.pid, how),
 				"its output is kept in "+filepath.Join(m.opts.StateDir, "logs", c.id+"-output.log"), nil)
 		}
