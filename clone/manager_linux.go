@@ -39,7 +39,8 @@ type Options struct {
 	// StateDir holds clone records and CRIU logs; "" means /var/lib/clonebot.
 	StateDir string
 	// ImageDir holds checkpoint images while a clone is made; "" means
-	// /run/clonebot/images. A tmpfs is mounted there unless it already is one.
+	// /run/clonebot/images. A private tmpfs is mounted there unless one
+	// already is (lying on a shared tmpfs such as /run is not enough).
 	ImageDir string
 	// CgroupParent is the parent of every clone's cgroup; "" means clonebot.slice.
 	CgroupParent string
@@ -178,7 +179,12 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 }
 
 // prepareImageDir makes dir a private tmpfs (mode 0700): images hold process
-// memory, and keeping them off disks keeps dumps fast.
+// memory, and keeping them off disks keeps dumps fast. A tmpfs already
+// mounted at dir (by the administrator, or left by a daemon that crashed) is
+// used as it is. A dir that merely lies on a shared tmpfs (/run, /tmp,
+// /dev/shm) gets its own: the shared one is sized for other uses (/run is
+// often 10-20% of RAM: a large clone's images would not fit) and its mount
+// options are not the daemon's.
 func prepareImageDir(dir string) (mounted bool, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return false, fmt.Errorf("create image dir %s: %w", dir, err)
@@ -187,7 +193,13 @@ func prepareImageDir(dir string) (mounted bool, err error) {
 	if err := unix.Statfs(dir, &st); err != nil {
 		return false, fmt.Errorf("statfs %s: %w", dir, err)
 	}
-	if st.Type != unix.TMPFS_MAGIC {
+	// STATX_ATTR_MOUNT_ROOT: Linux >= 5.8.
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, dir, unix.AT_SYMLINK_NOFOLLOW, 0, &stx); err != nil {
+		return false, fmt.Errorf("statx %s: %w", dir, err)
+	}
+	mountRoot := stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 && stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0
+	if st.Type != unix.TMPFS_MAGIC || !mountRoot {
 		if err := unix.Mount("clonebot-images", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0700"); err != nil {
 			return false, fmt.Errorf("mount a tmpfs on image dir %s: %w (images must stay off disks; pass --image-dir on a tmpfs)", dir, err)
 		}

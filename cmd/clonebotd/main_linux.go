@@ -63,7 +63,7 @@ func run(args []string, stderr io.Writer) int {
 	var c config
 	fs.StringVar(&c.socket, "socket", api.DefaultSocket, "unix socket to serve the API on (mode 0660, group "+SocketGroup+")")
 	fs.StringVar(&c.stateDir, "state-dir", "/var/lib/clonebot", "clone records and CRIU logs (mode 0700)")
-	fs.StringVar(&c.imageDir, "image-dir", "/run/clonebot/images", "checkpoint images while a clone is made; a private tmpfs is mounted here unless it is one")
+	fs.StringVar(&c.imageDir, "image-dir", "/run/clonebot/images", "checkpoint images while a clone is made; a private tmpfs is mounted here unless one already is")
 	fs.StringVar(&c.criuPath, "criu", "", "criu binary (default: criu on PATH)")
 	fs.IntVar(&c.criuLogLevel, "criu-log-level", 2, "CRIU log verbosity 1..4 (higher levels slow the dump while the target is frozen)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
