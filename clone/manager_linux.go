@@ -23,6 +23,7 @@ import (
 	"github.com/clonebot/clonebot/fault"
 	"github.com/clonebot/clonebot/handover"
 	"github.com/clonebot/clonebot/internal/atomicfile"
+	"github.com/clonebot/clonebot/journal"
 	"github.com/clonebot/clonebot/nsinit"
 	"github.com/clonebot/clonebot/proc"
 	"golang.org/x/sys/unix"
@@ -49,6 +50,11 @@ type Options struct {
 	// InitExe is the binary re-executed as each clone's init; "" means
 	// /proc/self/exe (the caller must call nsinit.Main when nsinit.IsInit).
 	InitExe string
+	// JournalSocket is journald's stdout stream socket; "" means
+	// /run/systemd/journal/stdout. A target's stream to it is replaced in
+	// the clone by a new one; other unix connections out of the tree are
+	// refused.
+	JournalSocket string
 	// Proc reads /proc; the zero value means proc.Default.
 	Proc proc.FS
 	// Log receives the manager's logs; nil discards them.
@@ -67,6 +73,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.NodeRoot == "" {
 		o.NodeRoot = "/sys/devices/system/node"
+	}
+	if o.JournalSocket == "" {
+		o.JournalSocket = journal.DefaultStdoutSocket
 	}
 	if o.Proc.Root == "" {
 		o.Proc = proc.Default
@@ -139,6 +148,10 @@ type stored struct {
 	// FreezeCgroup is the target's cgroup CRIU freezes, if any: a daemon
 	// that dies during the dump leaves it to be thawed at the next start.
 	FreezeCgroup string `json:"freeze_cgroup,omitempty"`
+	// ListenerOwners are the original's listeners that root does not own,
+	// lent to root during the restore: a daemon that dies then gives them
+	// back at the next start.
+	ListenerOwners []sockOwner `json:"listener_owners,omitempty"`
 }
 
 // New returns a Manager, creating its directories, probing CRIU and the
@@ -547,6 +560,9 @@ func (m *Manager) undoHalfMade(e *entry) {
 	}
 	if e.cg != nil {
 		_ = e.cg.Destroy(context.Background())
+	}
+	if err := returnListeners(e.st.ListenerOwners); err != nil {
+		log.Info("could not give the original's listeners their owner back (gone?)", "err", err)
 	}
 	for _, l := range e.rec.Listeners {
 		if !l.ReusePortSet {

@@ -482,6 +482,18 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	c.e.st.CgroupRel = cg.Rel
 	c.e.rec.Pinning = cg.Pinning
 	c.e.st.FreezeCgroup = p.freezeCgroup
+	// Listeners root does not own are lent to root for the restore
+	// (sockowner_linux.go); the journal names their owners.
+	if !c.req.IsolateNet {
+		owners, err := listenerOwners(p.sockets)
+		if err != nil {
+			if !m.opts.Proc.Exists(p.pid) {
+				return nil, exitedBeforeClone(p.pid)
+			}
+			return nil, fault.New(fault.Failed, fmt.Sprintf("read the owners of the listeners of PID %d", p.pid), "", err)
+		}
+		c.e.st.ListenerOwners = owners
+	}
 	if err := m.register(c.e); err != nil {
 		return nil, err
 	}
@@ -604,9 +616,17 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	icfg.Lazy = m.useLazy(c.req.LazyPages, c.e.rec.DumpedBytes)
 	c.e.rec.LazyPages = icfg.Lazy
 	c.lazy = icfg.Lazy
+	if err := lendListeners(c.e.st.ListenerOwners); err != nil {
+		return nil, fault.New(fault.Failed, fmt.Sprintf("lend the listeners of PID %d to root for the restore", p.pid),
+			"CRIU restores listeners as root, and only sockets of one owner share a port", err)
+	}
 	_ = failpoint.Inject("during-restore")
 	rep, err := c.init.Restore(ctx, icfg)
 	tm.Restore = ms(time.Since(tRestore))
+	if rerr := returnListeners(c.e.st.ListenerOwners); rerr != nil {
+		c.log.Warn("could not give the original's listeners their owner back", "err", rerr)
+		warnings = append(warnings, rerr.Error())
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, c.ctxFault("during the restore", ctx.Err())
@@ -665,6 +685,13 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 		}
 	}
 	c.e.rec.NUMALocalFraction = localFraction(m.opts.Proc, cloneTree, p.node.ID)
+	if len(c.e.st.ListenerOwners) > 0 {
+		if socks, err := handover.FindSockets(m.opts.Proc, cloneTree); err != nil {
+			warnings = append(warnings, fmt.Sprintf("could not give the clone's listeners the original's owners: %v", err))
+		} else {
+			warnings = append(warnings, ownClonesListeners(c.e.st.ListenerOwners, socks)...)
+		}
+	}
 	warnings = append(warnings, c.verifyListeners(cloneTree)...)
 	tm.Place = ms(time.Since(tPlace))
 	c.op.emit("place", api.EventDone, 0, fmt.Sprintf("node %d, %s pinning, %.0f%% of memory local", p.node.ID, cg.Pinning, 100*c.e.rec.NUMALocalFraction))

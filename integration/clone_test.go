@@ -289,3 +289,62 @@ func killChildren(pid int) {
 		_ = syscall.Kill(c, syscall.SIGKILL)
 	}
 }
+
+// TestCloneListenerOfAnotherOwner: a listener owned by another uid than
+// root (here a root process's socket, given to uid 64101 before its bind;
+// a server run by a member of group clonebot has the same) is cloned too.
+// CRIU restores sockets as root, and the kernel shares a port through
+// SO_REUSEPORT only between sockets of one owner: clonebot lends the
+// original's listener to root for the restore, then both get its owner.
+func TestCloneListenerOfAnotherOwner(t *testing.T) {
+	d := startDaemon(t)
+	const owner = 64101
+	pf := filepath.Join(t.TempDir(), "port")
+	srv := startTarget(t, []string{"python3", "-c", `
+import http.server, os, socket, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"ok\n")
+    def log_message(self, *a): pass
+s = socket.socket()
+os.fchown(s.fileno(), ` + fmt.Sprint(owner) + `, ` + fmt.Sprint(owner) + `)
+s.bind(("127.0.0.1", 0)); s.listen(64)
+srv = http.server.HTTPServer(("127.0.0.1", 0), H, bind_and_activate=False)
+srv.socket.close(); srv.socket = s
+with open(sys.argv[1] + ".tmp", "w") as f: f.write(str(s.getsockname()[1]))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+srv.serve_forever()
+`, pf})
+	addr := "127.0.0.1:" + waitFile(t, pf)
+	owners := func(pid int) []uint32 {
+		var out []uint32
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		require.NoError(t, err)
+		for _, e := range ents {
+			fi, err := os.Stat(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+			if err == nil && fi.Mode()&os.ModeSocket != 0 {
+				out = append(out, fi.Sys().(*syscall.Stat_t).Uid)
+			}
+		}
+		return out
+	}
+	require.Equal(t, []uint32{owner}, owners(srv.pid), "the original's listener before the clone")
+
+	rec := d.clone(t, api.CloneRequest{PID: srv.pid})
+	checkClone(t, d, srv.pid, rec)
+	for _, w := range rec.Warnings {
+		assert.NotContains(t, w, "owner", "warnings: %q", rec.Warnings)
+	}
+	assert.Equal(t, []uint32{owner}, owners(srv.pid), "the original's listener must be given its owner back")
+	assert.Equal(t, []uint32{owner}, owners(rec.PID), "the clone's listener must have the original's owner")
+	code, _ := get(t, "http://"+addr+"/")
+	assert.Equal(t, 200, code)
+	// The clone serves alone once the original is gone.
+	require.NoError(t, syscall.Kill(srv.pid, syscall.SIGKILL))
+	waitGone(t, srv.pid)
+	for i := 0; i < 5; i++ {
+		code, _ := get(t, "http://"+addr+"/")
+		assert.Equal(t, 200, code)
+	}
+	removeAndCheck(t, d, rec)
+}
