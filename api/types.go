@@ -449,8 +449,20 @@ type TakeoverInfo struct {
 	RequestsMigrated int64 `json:"requests_migrated"`
 	// ListenerShutdown is true when the original's listeners were stopped
 	// from outside before the signal.
-	ListenerShutdown bool    `json:"listener_shutdown,omitempty"`
-	TotalMS          float64 `json:"total_ms"`
+	ListenerShutdown bool `json:"listener_shutdown,omitempty"`
+	// Steered is true when new connections were sent to the replacement
+	// alone (a program on the SO_REUSEPORT group) before the signal;
+	// SettleMS is how long the original then took to read every
+	// connection it had accepted. A server told to drain while it holds a
+	// connection whose request it has not read yet may close it unanswered
+	// (Go's http.Server does): clonebot signals it once none is left, or
+	// after at most a second.
+	Steered  bool    `json:"steered,omitempty"`
+	SettleMS float64 `json:"settle_ms,omitempty"`
+	// SteerError says why new connections could not be steered (the
+	// drain then works as without).
+	SteerError string  `json:"steer_error,omitempty"`
+	TotalMS    float64 `json:"total_ms"`
 }
 
 // Event is one step of a long operation, streamed as newline-delimited JSON

@@ -398,8 +398,8 @@ func (m *Manager) kill(ctx context.Context, e *entry) error {
 // its original's ports, with tcp_migrate_req on, so that connections queued
 // in them move to another listener of the port.
 func (m *Manager) stopListeners(e *entry) {
-	// An upgrade's listeners are the original's very sockets: shutting
-	// them down would stop the original too.
+	// An upgrade's listeners may be the original's very sockets (MPTCP,
+	// UDP): shutting them down would stop the original too.
 	if e.rec.Kind == api.KindUpgrade || e.rec.IsolatedNet || len(e.rec.Listeners) == 0 || e.rec.PID <= 0 {
 		return
 	}
@@ -514,6 +514,7 @@ func (m *Manager) adopt() error {
 		case e.rec.State == api.StateRunning && initAlive(m.opts.Proc, st.InitPID, st.InitStart):
 			m.log.Info("re-adopted running clone", "id", e.rec.ID, "pid", e.rec.PID)
 			m.watchAdopted(e)
+			m.unsteerLeftover(e)
 		case e.rec.State == api.StateRunning:
 			m.markExited(e, m.readExit(e))
 		default:
@@ -531,6 +532,31 @@ func (m *Manager) adopt() error {
 		}
 	}
 	return nil
+}
+
+// unsteerLeftover gives the kernel back the choice of listener in the
+// SO_REUSEPORT groups of a re-adopted clone: a daemon that died during a
+// drain may have left them steered to the clone (clone.drain), which would
+// starve an original that was never signalled.
+func (m *Manager) unsteerLeftover(e *entry) {
+	if len(e.rec.Listeners) == 0 || e.rec.IsolatedNet {
+		return
+	}
+	pids, err := m.opts.Proc.Tree(e.rec.PID)
+	if err != nil {
+		return
+	}
+	socks, err := handover.FindSockets(m.opts.Proc, pids)
+	if err != nil {
+		return
+	}
+	for _, s := range socks {
+		if s.Listening && !s.MPTCP() {
+			if err := handover.Unsteer([]handover.Socket{s}); err != nil {
+				m.log.Warn("could not unsteer a re-adopted clone's listener", "id", e.rec.ID, "err", err)
+			}
+		}
+	}
 }
 
 // undoHalfMade removes a clone a previous daemon died making, and puts its

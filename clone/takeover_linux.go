@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -389,6 +390,15 @@ func (m *Manager) drain(ctx context.Context, rec *api.Clone, origPID int, origTr
 		}
 		info.ListenerShutdown = true
 		waitConnectionsDone(m.opts.Proc, origTree, listeners, deadline)
+	} else {
+		unsteer := m.steerAway(rec, origPID, listeners, info)
+		defer unsteer()
+		_ = failpoint.Inject("during-settle")
+		if info.Steered {
+			info.SettleMS = ms(settle(m.opts.Proc, origPID, origTree, listeners, min(hp.drainTimeout/2, maxSettle)))
+		}
+		// The drain timeout is the original's, from the signal on.
+		deadline = time.Now().Add(hp.drainTimeout)
 	}
 	t := time.Now()
 	if err := unix.PidfdSendSignal(pidfd, hp.signal, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
@@ -423,6 +433,107 @@ func (m *Manager) drain(ctx context.Context, rec *api.Clone, origPID int, origTr
 			"nothing serves the port now: restart the service", nil)
 	}
 	return nil
+}
+
+// maxSettle bounds the wait for the original to read what it accepted
+// once new connections go to the replacement.
+const maxSettle = time.Second
+
+// steerAway sends every new connection on the original's ports to the
+// replacement's listeners, so that none reaches the original while it
+// drains. It returns what puts the kernel's own choice back, to be called
+// once the original is gone (or the drain gave up). When steering is not
+// possible the drain goes on without, and info says why.
+func (m *Manager) steerAway(rec *api.Clone, origPID int, listeners []handover.Socket, info *api.TakeoverInfo) func() {
+	nop := func() {}
+	pids, err := m.opts.Proc.Tree(rec.PID)
+	if err != nil {
+		info.SteerError = fmt.Sprintf("the replacement (PID %d) exited", rec.PID)
+		return nop
+	}
+	socks, err := handover.FindSockets(m.opts.Proc, pids)
+	if err != nil {
+		info.SteerError = err.Error()
+		return nop
+	}
+	orig := map[uint64]bool{}
+	for _, l := range listeners {
+		orig[l.Inode] = true
+	}
+	var steered [][]handover.Socket
+	undo := func() {
+		for _, to := range steered {
+			if err := handover.Unsteer(append(to, listeners...)); err != nil {
+				m.log.Warn("could not give the kernel back the choice of listener", "id", rec.ID, "err", err)
+			}
+		}
+	}
+	done := map[netip.AddrPort]bool{}
+	for _, l := range listeners {
+		if done[l.Local] {
+			continue
+		}
+		done[l.Local] = true
+		var to []handover.Socket
+		for _, s := range socks {
+			// An upgrade that shares the original's very socket cannot be
+			// told apart from it.
+			if s.Listening && s.Local == l.Local && !orig[s.Inode] {
+				to = append(to, s)
+			}
+		}
+		if len(to) == 0 {
+			info.SteerError = fmt.Sprintf("the replacement has no listener of its own on %s", l.Local)
+			undo()
+			return nop
+		}
+		if err := handover.Steer(to); err != nil {
+			info.SteerError = err.Error()
+			undo()
+			return nop
+		}
+		steered = append(steered, to)
+	}
+	info.Steered = true
+	m.log.Debug("new connections go to the replacement alone", "id", rec.ID, "source_pid", origPID)
+	return undo
+}
+
+// settle waits, at most d, until the original tree holds no connection it
+// could fail if told to stop now (handover.Unsettled), seen twice in a row.
+func settle(pfs proc.FS, origPID int, tree []int, listeners []handover.Socket, d time.Duration) time.Duration {
+	t0 := time.Now()
+	clean := 0
+	for time.Since(t0) < d && clean < 2 {
+		n, err := handover.Unsettled(origPID, listeners, socketInodes(pfs, tree))
+		if err != nil {
+			break
+		}
+		if n == 0 {
+			clean++
+		} else {
+			clean = 0
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return time.Since(t0)
+}
+
+// socketInodes returns the inodes of the sockets the tree holds.
+func socketInodes(pfs proc.FS, tree []int) map[uint64]bool {
+	out := map[uint64]bool{}
+	for _, pid := range tree {
+		fds, err := pfs.FDs(pid)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			if fd.Kind == proc.FDSocket {
+				out[fd.Inode] = true
+			}
+		}
+	}
+	return out
 }
 
 // shutdownListeners stops the original's listeners from outside: no new
@@ -467,15 +578,9 @@ func openConnections(pfs proc.FS, tree []int, ports map[uint16]bool) int {
 		}
 	}
 	n := 0
-	for _, pid := range tree {
-		fds, err := pfs.FDs(pid)
-		if err != nil {
-			continue
-		}
-		for _, fd := range fds {
-			if fd.Kind == proc.FDSocket && conns[fd.Inode] {
-				n++
-			}
+	for ino := range socketInodes(pfs, tree) {
+		if conns[ino] {
+			n++
 		}
 	}
 	return n

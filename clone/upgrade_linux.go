@@ -37,8 +37,8 @@ func (m *Manager) Upgrade(ctx context.Context, req api.UpgradeRequest, who Calle
 		return nil, err
 	}
 	if hp.shutdown {
-		return nil, fault.New(fault.Invalid, "shutdown_listener does not apply to an upgrade: the new process shares the original's sockets, and shutting them down would stop both",
-			"drop --shutdown-listener; the original closing its own copy of a socket does not affect the new process", nil)
+		return nil, fault.New(fault.Invalid, "shutdown_listener does not apply to an upgrade: the new process may share some of the original's very sockets, and shutting them down would stop both",
+			"drop --shutdown-listener; new connections are steered to the new process before the original is signalled", nil)
 	}
 	if err := validateUpgrade(req); err != nil {
 		return nil, err
@@ -226,6 +226,9 @@ type upgrading struct {
 	cg  *cgroup.Cgroup
 	cmd *exec.Cmd
 	e   *entry
+	// reuseSet are the original's listeners that got SO_REUSEPORT from
+	// the upgrade.
+	reuseSet []handover.Socket
 }
 
 func (u *upgrading) start(req api.UpgradeRequest, p *plan, orig *launch, argv, env []string, listeners []handover.Socket, who Caller, op *operation, t0 time.Time) (*api.Clone, error) {
@@ -250,13 +253,14 @@ func (u *upgrading) start(req api.UpgradeRequest, p *plan, orig *launch, argv, e
 	var names []string
 	var recListeners []api.Listener
 	for _, s := range listeners {
-		f, err := handover.Dup(s)
+		l := api.Listener{PID: s.PID, FD: s.FD, Addr: s.Local.String(), Inode: s.Inode}
+		f, err := u.listenerFor(s, &l)
 		if err != nil {
 			return nil, fault.New(fault.Failed, fmt.Sprintf("take a copy of PID %d's listener %s", s.PID, s.Local), "", err)
 		}
 		files = append(files, f)
 		names = append(names, activation.Name(s.Local.String()))
-		recListeners = append(recListeners, api.Listener{PID: s.PID, FD: s.FD, Addr: s.Local.String(), Inode: s.Inode})
+		recListeners = append(recListeners, l)
 	}
 	logPath := filepath.Join(u.dir, "output.log")
 	// The new process writes where the original wrote, unless that is a
@@ -332,8 +336,53 @@ func (u *upgrading) start(req api.UpgradeRequest, p *plan, orig *launch, argv, e
 	return &rec, nil
 }
 
+// listenerFor returns the socket the new process gets for the original's
+// listener s: a sibling of its own in s's SO_REUSEPORT group (set from
+// outside when s had none, and recorded in l), so that new connections can
+// be steered to the new process before the original drains. Where no
+// sibling can be made (MPTCP, UDP) it gets s itself: both then accept from
+// one queue, and the drain cannot steer.
+func (u *upgrading) listenerFor(s handover.Socket, l *api.Listener) (*os.File, error) {
+	if s.Listening && !s.MPTCP() {
+		set := false
+		if !s.ReusePort {
+			if err := handover.SetReusePort(s, true); err != nil {
+				u.log.Warn("the new process shares the original's socket", "socket", s.String(), "err", err)
+				return handover.Dup(s)
+			}
+			set = true
+			u.reuseSet = append(u.reuseSet, s)
+		}
+		f, err := handover.Sibling(s)
+		if err == nil {
+			l.ReusePortSet = set
+			return f, nil
+		}
+		u.log.Warn("the new process shares the original's socket", "socket", s.String(), "err", err)
+		if set {
+			if err := handover.SetReusePort(s, false); err != nil {
+				return nil, err
+			}
+			u.reuseSet = u.reuseSet[:len(u.reuseSet)-1]
+		}
+	}
+	return handover.Dup(s)
+}
+
 // undo kills the new process and removes what the upgrade made.
 func (u *upgrading) undo() error {
+	err := u.remove()
+	// The original's listeners as they were, now that the new process
+	// (which held their siblings) is gone.
+	for _, s := range u.reuseSet {
+		if rerr := handover.SetReusePort(s, false); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}
+	return err
+}
+
+func (u *upgrading) remove() error {
 	var errs []error
 	if u.e != nil {
 		if _, err := u.m.Remove(context.Background(), u.id, RootCaller); err != nil {

@@ -24,6 +24,7 @@ const (
 // every socket of one family and protocol in the given states.
 type diagReq struct {
 	family, protocol uint8
+	ext              uint8 // idiag_ext: the extensions asked for
 	states           uint32
 }
 
@@ -31,7 +32,7 @@ func (r diagReq) Len() int { return 56 }
 
 func (r diagReq) Serialize() []byte {
 	b := make([]byte, 56)
-	b[0], b[1] = r.family, r.protocol
+	b[0], b[1], b[2] = r.family, r.protocol, r.ext
 	binary.NativeEndian.PutUint32(b[4:8], r.states)
 	return b
 }
@@ -40,7 +41,29 @@ func (r diagReq) Serialize() []byte {
 type diagSocket struct {
 	inode uint64
 	local netip.AddrPort
+	state uint8
+	// rqueue is the accept queue of a listener, the unread bytes of a
+	// connection.
+	rqueue uint32
+	// wqueue is a listener's backlog.
+	wqueue uint32
+	// dataSegsIn is tcp_info's tcpi_data_segs_in (-1 when not asked or
+	// not known): 0 for a connection whose peer has sent nothing yet.
+	dataSegsIn int64
+	// lastDataSent and lastDataRecv are tcp_info's ms since the
+	// connection last sent and received data.
+	lastDataSent, lastDataRecv uint32
 }
+
+// INET_DIAG_INFO: struct tcp_info, asked for with idiag_ext bit 1<<(2-1).
+const (
+	inetDiagInfo        = 2
+	tcpInfoDataSegsIn   = 152 // offsetof(struct tcp_info, tcpi_data_segs_in)
+	tcpInfoLastDataSent = 44  // tcpi_last_data_sent
+	tcpInfoLastDataRecv = 52  // tcpi_last_data_recv
+	inetDiagMsgLen      = 72
+	diagExtInfo         = 1 << (inetDiagInfo - 1)
+)
 
 // bound returns the bound sockets of the network namespace of pid: TCP and
 // MPTCP listeners and unconnected UDP sockets, by inode, with their
@@ -140,5 +163,22 @@ func parseDiag(b []byte) (diagSocket, bool) {
 	default:
 		return diagSocket{}, false
 	}
-	return diagSocket{inode: uint64(binary.NativeEndian.Uint32(b[68:72])), local: netip.AddrPortFrom(addr, port)}, true
+	d := diagSocket{inode: uint64(binary.NativeEndian.Uint32(b[68:72])), local: netip.AddrPortFrom(addr, port),
+		state: b[1], rqueue: binary.NativeEndian.Uint32(b[56:60]),
+		wqueue: binary.NativeEndian.Uint32(b[60:64]), dataSegsIn: -1}
+	// The attributes that follow: struct rtattr {u16 len; u16 type}, 4-aligned.
+	for a := b[inetDiagMsgLen:]; len(a) >= 4; {
+		l := int(binary.NativeEndian.Uint16(a[0:2]))
+		if l < 4 || l > len(a) {
+			break
+		}
+		if binary.NativeEndian.Uint16(a[2:4]) == inetDiagInfo && l >= 4+tcpInfoDataSegsIn+4 {
+			info := a[4:l]
+			d.dataSegsIn = int64(binary.NativeEndian.Uint32(info[tcpInfoDataSegsIn:]))
+			d.lastDataSent = binary.NativeEndian.Uint32(info[tcpInfoLastDataSent:])
+			d.lastDataRecv = binary.NativeEndian.Uint32(info[tcpInfoLastDataRecv:])
+		}
+		a = a[min((l+3)&^3, len(a)):]
+	}
+	return d, true
 }

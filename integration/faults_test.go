@@ -5,6 +5,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -144,7 +146,7 @@ func TestFaultInjection(t *testing.T) {
 // and drain: after the restart the port is served, the sysctl is back, and
 // the records are consistent with the processes.
 func TestFaultInjectionTakeover(t *testing.T) {
-	for _, spec := range []string{"during-handover=kill", "during-drain=kill", "during-handover=error"} {
+	for _, spec := range []string{"during-handover=kill", "during-settle=kill", "during-drain=kill", "during-handover=error"} {
 		t.Run(spec, func(t *testing.T) {
 			d := startDaemonEnv(t, []string{"CLONEBOT_FAILPOINTS=" + spec})
 			sysctl := migrateReq(t)
@@ -158,6 +160,13 @@ func TestFaultInjectionTakeover(t *testing.T) {
 			assert.Equal(t, sysctl, migrateReq(t), "net.ipv4.tcp_migrate_req must be put back")
 			code, _ := get(t, "http://"+srv.addr+"/count")
 			assert.Equal(t, 200, code, "the port must be served")
+			if spec == "during-settle=kill" {
+				// Killed with new connections steered to the clone, before
+				// the original was signalled: the restarted daemon gives
+				// the kernel back its choice, and both serve again.
+				require.True(t, alive(srv.pid), "the original was never signalled")
+				assert.True(t, servedByOriginal(t, srv, 60), "the original gets no new connection after the restart")
+			}
 			list, err := d.c.ListClones(ctx(t))
 			require.NoError(t, err)
 			for _, c := range list {
@@ -272,4 +281,23 @@ func TestImageDirFull(t *testing.T) {
 	assert.Contains(t, ae.Hint, "image directory is full", "got hint %q", ae.Hint)
 	originalIntact(t, srv, "", false)
 	nothingLeft(t, d, cgBefore, sysctl)
+}
+
+// servedByOriginal makes n new connections to srv and reports whether any
+// was answered by the original (whose PID namespace is the test's own).
+func servedByOriginal(t *testing.T, srv *target, n int) bool {
+	t.Helper()
+	mine, err := os.Readlink("/proc/self/ns/pid")
+	require.NoError(t, err)
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	for i := 0; i < n; i++ {
+		resp, err := client.Get("http://" + srv.addr + "/whoami")
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.HasPrefix(string(b), mine+" ") {
+			return true
+		}
+	}
+	return false
 }

@@ -55,6 +55,7 @@ func TestTakeoverGoServer(t *testing.T) {
 	require.NotNil(t, rec.Takeover)
 	assert.Equal(t, "exited", rec.Takeover.OriginalExit)
 	assert.Equal(t, "SIGTERM", rec.Takeover.DrainSignal)
+	assert.True(t, rec.Takeover.Steered, "new connections steered to the clone before the drain: %s", rec.Takeover.SteerError)
 	assert.Greater(t, rec.Takeover.TotalMS, 0.0)
 	waitGone(t, srv.pid)
 	assert.Equal(t, before, migrateReq(t), "net.ipv4.tcp_migrate_req must be put back")
@@ -214,6 +215,7 @@ func TestUpgradeGoServer(t *testing.T) {
 	t.Cleanup(func() { _, _ = d.c.DeleteClone(context.Background(), rec.ID) })
 	assert.Equal(t, api.KindUpgrade, rec.Kind)
 	assert.Equal(t, "exited", rec.Takeover.OriginalExit)
+	assert.True(t, rec.Takeover.Steered, "the new process got a listener of its own, and new connections were steered to it: %s", rec.Takeover.SteerError)
 	waitGone(t, srv.pid)
 	for i := 0; i < 5; i++ {
 		_, body := get(t, base+"/version")

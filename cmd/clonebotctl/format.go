@@ -83,6 +83,13 @@ func writeClone(w io.Writer, cl *api.Clone) error {
 		kv(key, "%s", s)
 	}
 	kv("log_path:", "%s", orDash(cl.LogPath))
+	for i, st := range cl.Streams {
+		key := ""
+		if i == 0 {
+			key = "streams:"
+		}
+		kv(key, "%s socket:[%d] (%s) -> new stream to %s as %s (socket:[%d])", st.Kind, st.Inode, st.FDs, st.Peer, st.Identifier, st.CloneInode)
+	}
 	if len(cl.Warnings) == 0 {
 		kv("warnings:", "-")
 	}
@@ -97,6 +104,12 @@ func writeClone(w io.Writer, cl *api.Clone) error {
 	if to := cl.Takeover; to != nil {
 		kv("takeover:", "")
 		kv("  probe_ms:", "%.1f", to.ProbeMS)
+		if to.SteerError != "" {
+			kv("  steered:", "no (%s)", to.SteerError)
+		} else {
+			kv("  steered:", "%s", yesNo(to.Steered))
+		}
+		kv("  settle_ms:", "%.1f", to.SettleMS)
 		kv("  drain_ms:", "%.1f", to.DrainMS)
 		kv("  original_exit:", "%s", orDash(to.OriginalExit))
 		kv("  drain_signal:", "%s", orDash(to.DrainSignal))

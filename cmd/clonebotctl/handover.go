@@ -42,9 +42,12 @@ pass --probe, an HTTP GET of the URL that answers 2xx, or "tcp", a connect to
 each of the original's listening addresses, several times in a row on new
 connections, within --probe-timeout. If it does not, or dies, it is removed
 and the original keeps serving as before; the error says which check failed.
-Then the original gets --drain-signal (TERM; nginx wants QUIT) and
---drain-timeout to exit before it is killed. Connections waiting in its
-accept queues move to the replacement (net.ipv4.tcp_migrate_req).`
+Then every new connection is steered to the replacement (a BPF program on
+the port's SO_REUSEPORT group) until the original has answered what it had
+accepted (at most 1 s), and only then the original gets --drain-signal (TERM;
+nginx wants QUIT) and --drain-timeout to exit before it is killed.
+Connections waiting in its accept queues move to the replacement
+(net.ipv4.tcp_migrate_req).`
 
 func (a *app) takeoverCmd() *cobra.Command {
 	req := api.TakeoverRequest{CloneRequest: api.CloneRequest{NUMA: api.PlaceSame}}
@@ -60,12 +63,14 @@ or was killed, and how many queued connections the kernel moved to the clone.
 ` + handoverHelp + `
 
 Servers that close their listener on the signal and finish their requests
-(Go's http.Server.Shutdown, nginx on QUIT, gunicorn) lose nothing. For
-servers that stop abruptly on it, --shutdown-listener stops the original's
-listeners from outside first: no new connection reaches the original, its
-queued ones move to the clone, and the signal waits until the original's
-open connections have ended, up to --drain-timeout. Keep-alive connections
-still open then are cut with the original, with any request on them.
+(Go's http.Server.Shutdown, nginx on QUIT, gunicorn) lose nothing, nor, as
+the steering leaves them idle, do servers that stop abruptly on it (python's
+http.server) unless a request takes longer than the settling. For those,
+--shutdown-listener stops the original's listeners from outside instead: no
+new connection reaches the original, its queued ones move to the clone, and
+the signal waits until the original's open connections have ended, up to
+--drain-timeout. Keep-alive connections still open then are cut with the
+original, with any request on them.
 
 ` + progressHelp,
 		Example: `  clonebotctl takeover 1234
@@ -127,9 +132,14 @@ KEY=VALUE (repeatable) overrides or adds to the original's environment.
 
 ` + handoverHelp + `
 
---shutdown-listener does not apply: the new process shares the original's
-very sockets, and the original closing its own copy of them does not
-affect it.
+The new process gets a listener of its own beside each of the original's
+TCP listeners (same address, same SO_REUSEPORT group, the original's
+owner), so that new connections can be steered to it; MPTCP and UDP
+sockets are passed as the very same socket.
+
+--shutdown-listener does not apply: the original's listeners may be the new
+process's very sockets, and it stops listening on its own when it closes
+them.
 
 ` + progressHelp,
 		Example: `  clonebotctl upgrade 1234 --exec /usr/local/bin/server-v2
