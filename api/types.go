@@ -219,6 +219,32 @@ type Listener struct {
 	ReusePortSet bool `json:"reuseport_set"`
 }
 
+// Stream kinds.
+const (
+	// StreamJournal is a journald stdout stream.
+	StreamJournal = "journal"
+)
+
+// Stream is a unix stream connection of the original to a process outside
+// its tree, which CRIU cannot copy, and what replaced it in the clone.
+type Stream struct {
+	// Kind is StreamJournal.
+	Kind string `json:"kind"`
+	// FDs are the original's fds on the connection: "PID 1234 fd 1, PID 1234 fd 2".
+	FDs string `json:"fds"`
+	// Inode is the original's socket (socket:[Inode]), which stays its own.
+	Inode uint64 `json:"inode"`
+	// Peer is the socket the clone's new connection goes to
+	// (/run/systemd/journal/stdout).
+	Peer string `json:"peer"`
+	// Identifier is the SYSLOG_IDENTIFIER of the clone's journal lines.
+	Identifier string `json:"identifier,omitempty"`
+	// Unit is the original's systemd unit, when it runs in one.
+	Unit string `json:"unit,omitempty"`
+	// CloneInode is the clone's new socket on the same fds.
+	CloneInode uint64 `json:"clone_inode,omitempty"`
+}
+
 // Clone is the record of one clone.
 type Clone struct {
 	ID        string `json:"id"`
@@ -250,7 +276,10 @@ type Clone struct {
 	Listeners []Listener `json:"listeners,omitempty"`
 	// LogPath receives the clone's stdout and stderr when the original's went
 	// to a pipe, socket or terminal the clone cannot share.
-	LogPath   string   `json:"log_path,omitempty"`
+	LogPath string `json:"log_path,omitempty"`
+	// Streams are the original's connections to a process outside its
+	// tree (journald's streams) that the clone got new ones for.
+	Streams   []Stream `json:"streams,omitempty"`
 	MemoryMax ByteSize `json:"memory_max,omitempty"`
 	PidsMax   int64    `json:"pids_max,omitempty"`
 	Warnings  []string `json:"warnings,omitempty"`
