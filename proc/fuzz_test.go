@@ -161,3 +161,15 @@ func FuzzClassifyFD(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseCmdline(f *testing.F) {
+	f.Add([]byte("/usr/bin/python3\x00-m\x00http.server\x00"))
+	f.Add([]byte("nginx: master process\x00"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		args := ParseCmdline(b)
+		if len(b) > 0 && string(b) != "\x00" && len(args) == 0 {
+			t.Fatalf("ParseCmdline(%q) = none", b)
+		}
+	})
+}

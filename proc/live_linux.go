@@ -184,6 +184,51 @@ func (p FS) Tree(pid int) ([]int, error) {
 	return out, nil
 }
 
+// SocketHolders returns the PIDs, sorted, of up to max processes (0: no
+// bound) holding socket:[inode] open. It reads every process's fds, which
+// is slow on a busy host: it is meant for an error message that names the
+// other end of a connection. Processes it may not read are skipped.
+func (p FS) SocketHolders(inode uint64, max int) ([]int, error) {
+	names, err := readDirNames(p.root())
+	if err != nil {
+		return nil, err
+	}
+	want := "socket:[" + strconv.FormatUint(inode, 10) + "]"
+	var pids []int
+	for _, name := range names {
+		pid, err := strconv.Atoi(name)
+		if err != nil || pid <= 0 {
+			continue
+		}
+		fds, err := p.FDs(pid)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			if fd.Target == want {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	slices.Sort(pids)
+	if max > 0 && len(pids) > max {
+		pids = pids[:max]
+	}
+	return pids, nil
+}
+
+// Cmdline reads /proc/PID/cmdline as its NUL-separated arguments; a kernel
+// thread or a zombie has none.
+func (p FS) Cmdline(pid int) ([]string, error) {
+	path := p.path(pid, "cmdline")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, readErr(path, err)
+	}
+	return ParseCmdline(b), nil
+}
+
 // Exists reports whether /proc/PID exists. That includes zombies, and thread
 // IDs, which /proc resolves although it does not list them.
 func (p FS) Exists(pid int) bool {

@@ -356,3 +356,52 @@ func TestLiveTree(t *testing.T) {
 		t.Errorf("Tree: got %v, %v; want [%d ...] containing %d", tree, err, os.Getpid(), child)
 	}
 }
+
+func TestParseCmdline(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"/usr/bin/python3\x00-m\x00http.server\x00", []string{"/usr/bin/python3", "-m", "http.server"}},
+		{"nginx: worker process", []string{"nginx: worker process"}},
+		{"a\x00\x00b\x00", []string{"a", "", "b"}},
+		{"", nil},
+	} {
+		if got := ParseCmdline([]byte(tc.in)); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("ParseCmdline(%q): got %q; want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestSocketHolders finds this process as the holder of a socket of its own.
+func TestSocketHolders(t *testing.T) {
+	a, b, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(a.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Default.SocketHolders(st.Ino, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(got, os.Getpid()) {
+		t.Errorf("SocketHolders(%d): got %v; want it to contain our PID %d", st.Ino, got, os.Getpid())
+	}
+	args, err := Default.Cmdline(os.Getpid())
+	if err != nil || len(args) == 0 || args[0] != os.Args[0] {
+		t.Errorf("Cmdline(own PID): got %q, %v; want to start with %q", args, err, os.Args[0])
+	}
+}
+
+func socketPair() (*os.File, *os.File, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(fds[0]), "a"), os.NewFile(uintptr(fds[1]), "b"), nil
+}
