@@ -35,11 +35,13 @@ type plan struct {
 	freezeCgroup string
 	shellJob     bool
 	stdio        StdioPlan
-	ttyKeys      []string
-	rss          uint64
-	node         numa.Node
-	pinning      string
-	warnings     []string
+	// streams are the tree's journald streams, replaced in the clone.
+	streams  []OutsideStream
+	ttyKeys  []string
+	rss      uint64
+	node     numa.Node
+	pinning  string
+	warnings []string
 }
 
 // Clone makes a live copy of the process tree rooted at req.PID. The
@@ -255,6 +257,9 @@ func (m *Manager) preflight(req api.CloneRequest, who Caller) (*plan, error) {
 		}
 	}
 	p.sockets = socks
+	if p.streams, err = m.planStreams(pid, p.tree); err != nil {
+		return nil, err
+	}
 
 	if m.cg != nil {
 		if rel, err := m.cg.Of(pid); err == nil && rel != "/" && rel != "" {
@@ -456,6 +461,9 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 			warnings = append(warnings, fmt.Sprintf("the original's pipe %s (%s) goes to %s in the clone", in.Key, in.Why, logPath))
 		}
 	}
+	streamInherit, streamRecs, streamExternal, streamWarnings := c.streamInherits()
+	inherit = append(inherit, streamInherit...)
+	warnings = append(warnings, streamWarnings...)
 
 	now := time.Now().UTC()
 	c.e = &entry{dir: c.dir, done: make(chan struct{})}
@@ -463,7 +471,7 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 		ID: c.id, Name: c.req.Name, SourcePID: p.pid, NUMANode: p.node.ID, CPUs: p.node.CPUList,
 		Mems: strconv.Itoa(p.node.ID), Pinning: p.pinning, Freeze: freezeMode(p), State: api.StateCreating,
 		CreatedAt: now, MemoryMax: c.req.MemoryMax, PidsMax: c.req.PidsMax, LogPath: logPath,
-		Kind: api.KindClone, IsolatedNet: c.req.IsolateNet, Operation: c.op.id,
+		Kind: api.KindClone, IsolatedNet: c.req.IsolateNet, Operation: c.op.id, Streams: streamRecs,
 	}
 	if c.e.rec.Name == "" {
 		c.e.rec.Name = sanitizeName(p.tree[0].Status.Name)
@@ -554,7 +562,8 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	c.op.emit("checkpoint", api.EventStart, 0, "")
 	dopts := criu.DumpOptions{
 		PID: p.pid, ImageDir: c.imgDir, WorkDir: c.dir, LogLevel: m.opts.CRIULogLevel,
-		FreezeCgroup: p.freezeCgroup, ExtUnixSk: true, ShellJob: p.shellJob, External: p.stdio.External,
+		FreezeCgroup: p.freezeCgroup, ExtUnixSk: true, ShellJob: p.shellJob,
+		External: append(slices.Clone(p.stdio.External), streamExternal...),
 	}
 	if failpoint.Enabled() {
 		dopts.OnFrozen = func() error { return failpoint.Inject("after-freeze") }
@@ -679,6 +688,9 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	c.e.rec.PID = hostPID
 	c.e.rec.InitPID = c.init.Pid
 	cloneTree, _ := m.opts.Proc.Tree(hostPID)
+	if err := fillStreamInodes(m.opts.Proc, cloneTree, c.e.rec.Streams, p.streams); err != nil {
+		warnings = append(warnings, fmt.Sprintf("could not check the clone's new journal streams: %v", err))
+	}
 	if cg.Pinning == api.PinAffinity {
 		if err := pinTree(m.opts.Proc, cloneTree, p.node.CPUs); err != nil {
 			return nil, fault.New(fault.Failed, fmt.Sprintf("pin the clone (PID %d) to node %d's CPUs %s", hostPID, p.node.ID, p.node.CPUList), "", err)

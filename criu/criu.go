@@ -90,6 +90,7 @@ var knownCauses = []struct{ fragment, hint string }{
 	{"Tty is not session leader", "the target shares a terminal session it does not lead"},
 	{"io_uring", "the target uses io_uring, which CRIU cannot dump"},
 	{"has bad size", "the original changed a file it holds open between the checkpoint and the restore; clonebot gives the clone its own stdout/stderr, but other files must be opened with O_APPEND or left unchanged"},
+	{"Can't dump name-less external socket", "the target holds a unix datagram socket connected to an unnamed socket outside its tree (one end of a socketpair), which CRIU cannot dump: clone the process at the other end with it"},
 	{"Can't dump half of stream unix connection", "the target has a unix stream connection to a process outside its tree (a database, a log daemon), which a clone cannot share"},
 }
 

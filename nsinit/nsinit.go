@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/clonebot/clonebot/internal/atomicfile"
+	"github.com/clonebot/clonebot/journal"
 )
 
 // EnvMarker is set in the environment of a re-executed init.
@@ -37,6 +38,11 @@ type InheritSpec struct {
 	Path string `json:"path"`
 	// Flags are open(2) flags; O_CREAT files get mode 0600.
 	Flags int `json:"flags"`
+	// Journal, when set, makes the init open a new journald stream to the
+	// socket at Path with this header instead of opening a file (Flags
+	// unused). The init connects from the clone's cgroup, so journald
+	// files the clone's lines under the clone's cgroup, not clonebotd's.
+	Journal *journal.StreamHeader `json:"journal,omitempty"`
 }
 
 // Config is what the daemon asks of the init.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/clonebot/clonebot/criu"
+	"github.com/clonebot/clonebot/journal"
 	"github.com/clonebot/clonebot/numa"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -35,6 +36,9 @@ func Main() {
 	// set: the fork of criu happens on the calling thread.
 	runtime.LockOSThread()
 	os.Unsetenv(EnvMarker)
+	// Re-executed through /proc/self/exe, the init would be "exe" in ps
+	// and in journald's _COMM of the clone's journal streams.
+	_ = os.WriteFile("/proc/self/comm", []byte("clonebot-init"), 0)
 	ctl := os.NewFile(ctlFD, "clonebot-ctl")
 	code := run(ctl)
 	os.Exit(code)
@@ -80,9 +84,17 @@ func run(ctl *os.File) int {
 	var files []*os.File
 	var inherit []criu.InheritFd
 	for _, in := range cfg.Inherit {
-		f, err := os.OpenFile(in.Path, in.Flags, 0o600)
+		var f *os.File
+		var err error
+		if in.Journal != nil {
+			f, err = journal.Connect(in.Path, *in.Journal)
+			err = wrapErr(err, "open a journal stream (identifier %q) to replace %s in the clone", in.Journal.Identifier, in.Key)
+		} else {
+			f, err = os.OpenFile(in.Path, in.Flags, 0o600)
+			err = wrapErr(err, "open %s to replace %s in the clone", in.Path, in.Key)
+		}
 		if err != nil {
-			return fail(ctl, fmt.Errorf("open %s to replace %s in the clone: %w", in.Path, in.Key, err))
+			return fail(ctl, err)
 		}
 		files = append(files, f)
 		inherit = append(inherit, criu.InheritFd{Key: in.Key, File: f})
@@ -259,6 +271,14 @@ func newTerminal(logPath string) (*os.File, error) {
 		out.Close()
 	}()
 	return slave, nil
+}
+
+// wrapErr prefixes err with a description, or returns nil.
+func wrapErr(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf(format+": %w", append(args, err)...)
 }
 
 func describe(ws unix.WaitStatus) string {

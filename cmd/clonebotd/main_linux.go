@@ -28,6 +28,7 @@ import (
 	"github.com/clonebot/clonebot/api"
 	"github.com/clonebot/clonebot/clone"
 	"github.com/clonebot/clonebot/fault"
+	"github.com/clonebot/clonebot/journal"
 	"github.com/clonebot/clonebot/nsinit"
 	"github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
@@ -52,6 +53,7 @@ func main() {
 
 type config struct {
 	socket, stateDir, imageDir, criuPath string
+	journalSocket                        string
 	logLevel, logFormat                  string
 	criuLogLevel                         int
 	cloneTimeout                         time.Duration
@@ -65,6 +67,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&c.stateDir, "state-dir", "/var/lib/clonebot", "clone records and CRIU logs (mode 0700)")
 	fs.StringVar(&c.imageDir, "image-dir", "/run/clonebot/images", "checkpoint images while a clone is made; a private tmpfs is mounted here unless one already is")
 	fs.StringVar(&c.criuPath, "criu", "", "criu binary (default: criu on PATH)")
+	fs.StringVar(&c.journalSocket, "journal-socket", journal.DefaultStdoutSocket, "journald's stdout stream socket: a target's streams to it (a systemd service's\nstdout and stderr) become new streams of the clone's own, under its identity")
 	fs.IntVar(&c.criuLogLevel, "criu-log-level", 2, "CRIU log verbosity 1..4 (higher levels slow the dump while the target is frozen)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -120,6 +123,7 @@ func serve(c config, log *slog.Logger) error {
 
 	mgr, err := clone.New(ctx, clone.Options{
 		CRIUPath: c.criuPath, CRIULogLevel: c.criuLogLevel, StateDir: c.stateDir, ImageDir: c.imageDir, Log: log,
+		JournalSocket: c.journalSocket,
 	})
 	if err != nil {
 		return err
