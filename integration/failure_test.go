@@ -4,9 +4,10 @@ package integration
 
 import (
 	"fmt"
-	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/clonebot/clonebot/api"
@@ -16,41 +17,40 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestFailedCloneLeavesNothing makes CRIU fail after the target was frozen
-// and dumped: the target holds a unix stream connection to a peer outside
-// its tree, which CRIU dumps but cannot restore. The original must keep
-// serving, released and exactly as before (its listener's SO_REUSEPORT,
-// which clonebot set, cleared again), and nothing of the clone may remain.
+// TestFailedCloneLeavesNothing makes CRIU fail after the target was frozen:
+// the target holds an unnamed datagram socket whose peer (the other end of
+// a socketpair) is held outside its tree, which preflight lets through (a
+// datagram socket with a named peer, such as /dev/log, dumps fine) and
+// CRIU refuses to dump ("Can't dump name-less external socket"). The
+// original must keep serving, released and exactly as before (its
+// listener's SO_REUSEPORT, which clonebot set, cleared again), and nothing
+// of the clone may remain.
 func TestFailedCloneLeavesNothing(t *testing.T) {
 	d := startDaemon(t)
 	st := status(t, d)
-	dir := t.TempDir()
-	usock := filepath.Join(dir, "peer.sock")
-	ul, err := net.Listen("unix", usock)
+	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, 0)
 	require.NoError(t, err)
-	defer ul.Close()
-	go func() {
-		for {
-			c, err := ul.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	ours, theirs := os.NewFile(uintptr(pair[0]), "ours"), os.NewFile(uintptr(pair[1]), "theirs")
+	defer ours.Close()
 	port := freePort(t)
 	script := fmt.Sprintf(`
 import http.server, socket, socketserver
-u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-u.connect(%q)
+u = socket.socket(fileno=3)
 http.server.ThreadingHTTPServer(("127.0.0.1", %d), http.server.SimpleHTTPRequestHandler).serve_forever()
-`, usock, port)
+`, port)
 	py := "/usr/bin/python3"
 	if _, err := os.Stat(py); err != nil {
 		py = "python3"
 	}
 	before := clonebotCgroups(st)
-	srv := startTarget(t, []string{py, "-c", script})
+	cmd := exec.Command(py, "-c", script)
+	cmd.ExtraFiles = []*os.File{theirs} // fd 3
+	cmd.Dir = t.TempDir()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	require.NoError(t, cmd.Start())
+	theirs.Close()
+	srv := &target{cmd: cmd, pid: cmd.Process.Pid}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	waitListening(t, addr)
 

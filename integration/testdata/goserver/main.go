@@ -15,7 +15,8 @@
 // Flags: -addr, -reuseport, -mptcp (Go's default; CRIU cannot dump it),
 // -heap MiB, -graceful (http.Server.Shutdown on SIGTERM), -threads N (busy
 // goroutines locked to OS threads), -version STRING, -activation (take the
-// listener from systemd socket activation, LISTEN_FDS).
+// listener from systemd socket activation, LISTEN_FDS), -log-requests (one
+// line per request on stderr: "request <path?query> <pidns> <pid>").
 package main
 
 import (
@@ -52,6 +53,7 @@ var (
 	hold       = flag.String("hold", "", "keep an fd CRIU cannot dump open: perf or iouring")
 	exitCloned = flag.Bool("exit-if-cloned", false, "exit(3) soon after finding itself in another PID namespace (a clone that crashes)")
 	ignoreTerm = flag.Bool("ignore-term", false, "ignore SIGTERM (a server that does not drain)")
+	logReqs    = flag.Bool("log-requests", false, "log each request's path and the answering PID namespace to stderr")
 )
 
 var (
@@ -112,7 +114,15 @@ func main() {
 	mux.HandleFunc("/version", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, *version)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	var h http.Handler = mux
+	if *logReqs {
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ns, _ := os.Readlink("/proc/self/ns/pid")
+			log.Printf("request %s %s %d", r.URL.RequestURI(), ns, os.Getpid())
+			mux.ServeHTTP(w, r)
+		})
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	if *exitCloned {
 		go func() {
 			for {
