@@ -9,6 +9,7 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -351,4 +352,31 @@ func TestCloneRefusesOutsideUnixStream(t *testing.T) {
 			assert.Empty(t, logs, "no CRIU ran, so no log is kept")
 		})
 	}
+}
+
+// TestTakeoverJournalStream: a service logging to journald is taken over;
+// once the original has exited (its stream closes), the clone serves alone
+// and its lines arrive on the stream opened for it.
+func TestTakeoverJournalStream(t *testing.T) {
+	fj := startFakeJournald(t)
+	d := startDaemon(t, "--journal-socket", fj.path)
+	pf := filepath.Join(t.TempDir(), "addr")
+	srv := startWithStream(t, fj.path, "goserver", bins.goserver, "-port-file", pf, "-log-requests", "-graceful")
+	srv.addr = waitFile(t, pf)
+	base := "http://" + srv.addr
+	rec, err := d.c.Takeover(ctx(t), api.TakeoverRequest{CloneRequest: api.CloneRequest{PID: srv.pid},
+		Handover: api.Handover{Probe: base + "/count"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = d.c.DeleteClone(context.Background(), rec.ID) })
+	require.Len(t, rec.Streams, 1)
+	waitGone(t, srv.pid)
+	code, body := get(t, base+"/whoami?after=takeover")
+	require.Equal(t, 200, code)
+	assert.Equal(t, nsOf(t, rec.PID, "pid"), strings.Fields(body)[0], "the clone serves alone")
+	cs := fj.waitFor(t, "the clone's line after the takeover", func(cs []journalConn) bool {
+		return len(cs) == 2 && hasLine(cs[1], "request /whoami?after=takeover")
+	})
+	assert.Equal(t, "goserver-clone-"+rec.ID, cs[1].header.Identifier)
+	assert.False(t, hasLine(cs[0], "request /whoami?after=takeover"))
+	removeAndCheck(t, d, rec)
 }
