@@ -4,6 +4,7 @@ package criu
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -168,6 +169,26 @@ func (r Runner) PreDump(opts DumpOptions) (*DumpStats, error) {
 	return r.dump(opts, true)
 }
 
+// preDump runs one pre-dump on a service worker of its own. go-criu's PreDump
+// sends CRIU's PRE_DUMP request, after which the worker waits on the same
+// connection for the next pre-dump or the final dump: closed instead, it
+// exits with status 255 ("Can't recv request"), which go-criu's one-shot
+// call reports as a failure of the pre-dump that succeeded ("criu swrk
+// failed: exit status 255", and an empty log). The answer to the request
+// says whether the pre-dump worked; the worker's exit status after the
+// hang-up says nothing.
+func preDump(c *gocriu.Criu, o *rpc.CriuOpts, nfy gocriu.Notify) error {
+	if err := c.Prepare(); err != nil {
+		return err
+	}
+	err := c.PreDump(o, nfy)
+	cerr := c.Cleanup()
+	if err != nil {
+		return errors.Join(err, cerr)
+	}
+	return nil
+}
+
 func (r Runner) dump(opts DumpOptions, pre bool) (*DumpStats, error) {
 	img, err := os.Open(opts.ImageDir)
 	if err != nil {
@@ -234,7 +255,7 @@ func (r Runner) dump(opts DumpOptions, pre bool) (*DumpStats, error) {
 	}
 	c := r.newCriu()
 	if pre {
-		err = c.PreDump(o, nfy)
+		err = preDump(c, o, nfy)
 	} else {
 		err = c.Dump(o, nfy)
 	}

@@ -253,8 +253,8 @@ func TestVMCloneJournaldService(t *testing.T) {
 		logs bool // logs each request to stderr
 	}{
 		{"go", func(port int) []string {
-			return []string{bins.goserver, "-addr", fmt.Sprintf("127.0.0.1:%d", port)}
-		}, false},
+			return []string{bins.goserver, "-addr", fmt.Sprintf("127.0.0.1:%d", port), "-log-requests"}
+		}, true},
 		{"python", func(port int) []string {
 			return []string{"/usr/bin/python3", "-m", "http.server", "--bind", "127.0.0.1", strconv.Itoa(port)}
 		}, true},
@@ -275,8 +275,14 @@ func TestVMCloneJournaldService(t *testing.T) {
 			require.NoError(t, err, "clone of %s (PID %d), whose stdout and stderr are journal streams", unit, pid)
 			t.Cleanup(func() { _, _ = d.c.DeleteClone(ctx(t), rec.ID) })
 			checkClone(t, d, pid, rec)
-			t.Logf("clone %s: PID %d cgroup %s log %s warnings %q", rec.ID, rec.PID, rec.Cgroup, rec.LogPath, rec.Warnings)
+			t.Logf("clone %s: PID %d cgroup %s log %s streams %+v warnings %q", rec.ID, rec.PID, rec.Cgroup, rec.LogPath, rec.Streams, rec.Warnings)
 			assert.True(t, strings.HasPrefix(rec.Cgroup, "/clonebot.slice/"), "cgroup %s", rec.Cgroup)
+			require.Len(t, rec.Streams, 1, "stdout and stderr are one journal stream: the clone gets one new one")
+			stream := rec.Streams[0]
+			assert.Equal(t, api.StreamJournal, stream.Kind)
+			assert.Equal(t, "/run/systemd/journal/stdout", stream.Peer)
+			assert.Equal(t, unit, stream.Unit, "the record names the original's unit")
+			assert.True(t, strings.HasSuffix(stream.Identifier, "-clone-"+rec.ID), "identifier %q", stream.Identifier)
 			for _, fd := range []int{1, 2} {
 				c := fdTarget(t, rec.PID, fd)
 				assert.True(t, strings.HasPrefix(c, "socket:"), "the clone's fd %d should be a journal stream of its own; got %s", fd, c)
@@ -300,6 +306,8 @@ func TestVMCloneJournaldService(t *testing.T) {
 				cg, _ := e["_SYSTEMD_CGROUP"].(string)
 				assert.True(t, e["_PID"] == strconv.Itoa(rec.PID) || strings.HasPrefix(cg, rec.Cgroup),
 					"the clone's log line must be the clone's in the journal (_PID %v, _SYSTEMD_CGROUP %v; clone PID %d, cgroup %s)", e["_PID"], e["_SYSTEMD_CGROUP"], rec.PID, rec.Cgroup)
+				assert.Equal(t, stream.Identifier, e["SYSLOG_IDENTIFIER"], "the clone's lines carry its identifier")
+				assert.NotEqual(t, unit, e["_SYSTEMD_UNIT"], "the clone's lines must not be filed under the original's unit")
 			}
 			removeAndCheck(t, d, rec)
 		})
