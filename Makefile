@@ -18,7 +18,7 @@ FUZZTIME   ?= 200000x
 # make install puts the binaries in $(PREFIX)/bin.
 PREFIX     ?= /usr/local
 
-.PHONY: all deps build run test test-unit test-integration bench fuzz vet clean install vm-image test-vm
+.PHONY: all deps build run test test-unit test-integration bench fuzz vet clean install vm-image test-vm bench-vm
 
 all: build
 
@@ -55,9 +55,15 @@ fuzz:
 
 # Benchmarks: clonebot against the raw CRIU CLI sequence, interleaved in one
 # run; the table goes to docs/BENCHMARKS.md.
+# The pre-copy benchmark needs soft-dirty tracking, which CI hosts lack: it
+# runs in the test VM (bench-vm, docs/BENCHMARKS-VM.md).
 bench: deps build
 	CLONEBOT_BIN=$(CURDIR)/$(BIN) CLONEBOT_BENCH_REPORT=$(CURDIR)/docs/BENCHMARKS.md \
 		$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./integration/
+	$(MAKE) bench-vm
+
+bench-vm: build
+	GO=$(GO) bash integration/vm/bench-vm.sh
 
 # The test VM (docs/VM.md): Debian 12, two NUMA nodes, pure cgroup v2.
 # vm-image builds its image once into /var/cache/clonebot/vm/<key> (the key

@@ -67,13 +67,7 @@ func BenchmarkScaling(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			final := *rec
-			for deadline := time.Now().Add(5 * time.Minute); final.TimingsMS.Resident == 0 && time.Now().Before(deadline); {
-				time.Sleep(10 * time.Millisecond)
-				if r, err := d.c.GetClone(ctx(b), rec.ID); err == nil {
-					final = *r
-				}
-			}
+			final := waitResident(b, d, rec.ID)
 			_, _ = d.c.DeleteClone(ctx(b), rec.ID)
 			row := scaleRow{heapMiB: pt.heap, threads: pt.threads, servingMS: rec.TimingsMS.Serving, residentMS: final.TimingsMS.Resident,
 				totalMS: rec.TimingsMS.Total, frozenMS: rec.FrozenMS, checkpointMS: rec.TimingsMS.Checkpoint, restoreMS: rec.TimingsMS.Restore, lazy: rec.LazyPages}
@@ -162,13 +156,7 @@ func benchOne(b *testing.B, name string, heapMiB int) {
 			cloneFrozen = append(cloneFrozen, rec.FrozenMS)
 			phases = append(phases, rec.TimingsMS)
 			serving = append(serving, rec.TimingsMS.Serving)
-			final := *rec
-			for deadline := time.Now().Add(2 * time.Minute); final.TimingsMS.Resident == 0 && time.Now().Before(deadline); {
-				time.Sleep(10 * time.Millisecond)
-				if r, err := d.c.GetClone(ctx(b), rec.ID); err == nil {
-					final = *r
-				}
-			}
+			final := waitResident(b, d, rec.ID)
 			resident = append(resident, final.TimingsMS.Resident)
 			if _, err := d.c.DeleteClone(ctx(b), rec.ID); err != nil {
 				b.Fatalf("rm: %v", err)
@@ -337,7 +325,7 @@ func medianPhases(ps []api.Timings) api.Timings {
 // names it (make bench).
 func writeBenchReport() error {
 	path := os.Getenv("CLONEBOT_BENCH_REPORT")
-	if path == "" || len(benchRows)+len(takeoverRows)+len(scaleRows) == 0 {
+	if path == "" || len(benchRows)+len(takeoverRows)+len(scaleRows)+len(precopyRows) == 0 {
 		return nil
 	}
 	var sb strings.Builder
@@ -380,6 +368,7 @@ func writeBenchReport() error {
 				r.during.OK+r.during.Errors+r.during.Non2xx, r.base.P50, r.during.P50, r.base.P99, r.during.P99)
 		}
 	}
+	writePrecopyReport(&sb)
 	return os.WriteFile(path, []byte(sb.String()), 0o644)
 }
 

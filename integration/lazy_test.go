@@ -15,17 +15,19 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// waitResident polls the record until its pages are all in (or it exited).
-func waitResident(t *testing.T, d *daemon, id string) api.Clone {
+// waitResident polls the record until its pages are all in (or it exited);
+// lazy restores finish after the clone serves. 5 minutes at most (a 4 GiB
+// heap in the scaling benchmark).
+func waitResident(t testing.TB, d *daemon, id string) api.Clone {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
+	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		rec, err := d.c.GetClone(ctx(t), id)
 		require.NoError(t, err)
 		if rec.TimingsMS.Resident > 0 || rec.State == api.StateExited {
 			return *rec
 		}
-		require.True(t, time.Now().Before(deadline), "clone %s not resident after 2 minutes", id)
+		require.True(t, time.Now().Before(deadline), "clone %s not resident after 5 minutes", id)
 		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -1,0 +1,169 @@
+//go:build linux
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/clonebot/clonebot/api"
+)
+
+// precopyRow is one line of the pre-copy table.
+type precopyRow struct {
+	heapMiB                        int
+	precopyFrozenMS, plainFrozenMS float64
+	rawFrozenMS                    float64
+	rounds                         float64
+	finalMiB, firstMiB             float64
+	precopyTotalMS, plainTotalMS   float64
+	reqPerSec                      float64
+}
+
+var precopyRows []precopyRow
+
+// BenchmarkPrecopy measures how long the original is frozen with iterative
+// pre-copy against a plain dump (clonebot's, and the raw CRIU CLI's), for a
+// Go server under a steady request load that keeps its heap partly live
+// (every request allocates; the collector then writes to the heap). It
+// needs soft-dirty tracking: the test VM has it (make bench-vm), the CI
+// hosts do not. The heap is the largest of 1 GiB, 512 MiB, 256 MiB whose
+// original, images and clone fit in the memory available.
+func BenchmarkPrecopy(b *testing.B) {
+	d := startDaemon(b)
+	st, err := d.c.Status(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if !st.Features["soft_dirty"].OK {
+		b.Skipf("pre-copy needs soft-dirty tracking (%s); make bench-vm runs this in the test VM", st.Features["soft_dirty"].Detail)
+	}
+	var si syscall.Sysinfo_t
+	_ = syscall.Sysinfo(&si)
+	freeMiB := int(uint64(si.Freeram) * uint64(si.Unit) >> 20)
+	heap := 0
+	for _, h := range []int{1024, 512, 256} {
+		if h*3+256 <= freeMiB {
+			heap = h
+			break
+		}
+	}
+	if heap == 0 {
+		b.Skip("not even 256 MiB fits three times in the memory available")
+	}
+	b.Run(fmt.Sprintf("heap%dMiB", heap), func(b *testing.B) { benchPrecopy(b, d, heap) })
+}
+
+func benchPrecopy(b *testing.B, d *daemon, heapMiB int) {
+	srv := startGoServer(b, "-reuseport", "-heap", fmt.Sprint(heapMiB))
+	reqs, stop := steadyLoad("http://"+srv.addr+"/", 200)
+	defer stop()
+	t0 := time.Now()
+	var pre, plain, raw, rounds, final, first, preTotal, plainTotal []float64
+	for i := 0; i < b.N*benchReps; i++ {
+		runPre := func() {
+			rec := benchCloneOnce(b, d, api.CloneRequest{PID: srv.pid, Precopy: "on", LazyPages: "off"})
+			if rec.Precopy == nil || !rec.Precopy.Used {
+				b.Fatalf("pre-copy not used: %+v", rec.Precopy)
+			}
+			pre = append(pre, rec.FrozenMS)
+			preTotal = append(preTotal, rec.TimingsMS.Total)
+			rounds = append(rounds, float64(len(rec.Precopy.Rounds)))
+			first = append(first, float64(rec.Precopy.Rounds[0].Bytes)/(1<<20))
+			final = append(final, float64(rec.DumpedBytes)/(1<<20))
+		}
+		runPlain := func() {
+			rec := benchCloneOnce(b, d, api.CloneRequest{PID: srv.pid, Precopy: "off", LazyPages: "off"})
+			plain = append(plain, rec.FrozenMS)
+			plainTotal = append(plainTotal, rec.TimingsMS.Total)
+		}
+		runRaw := func() {
+			_, _, fz := rawCRIU(b, srv.pid)
+			raw = append(raw, fz)
+		}
+		// Each goes first in turn.
+		steps := []func(){runPre, runPlain, runRaw}
+		for j := range steps {
+			steps[(i+j)%len(steps)]()
+		}
+	}
+	row := precopyRow{heapMiB: heapMiB, precopyFrozenMS: median(pre), plainFrozenMS: median(plain), rawFrozenMS: median(raw),
+		rounds: median(rounds), finalMiB: median(final), firstMiB: median(first),
+		precopyTotalMS: median(preTotal), plainTotalMS: median(plainTotal),
+		reqPerSec: float64(reqs()) / time.Since(t0).Seconds()}
+	b.ReportMetric(row.precopyFrozenMS, "precopy-frozen-ms")
+	b.ReportMetric(row.plainFrozenMS, "plain-frozen-ms")
+	b.ReportMetric(row.rawFrozenMS, "raw-frozen-ms")
+	b.ReportMetric(row.precopyFrozenMS/row.plainFrozenMS, "precopy/plain")
+	b.ReportMetric(row.precopyFrozenMS/row.rawFrozenMS, "precopy/raw")
+	benchMu.Lock()
+	precopyRows = append(precopyRows, row)
+	benchMu.Unlock()
+}
+
+// benchCloneOnce makes a clone, waits until its memory is all in, and
+// removes it, returning its record.
+func benchCloneOnce(b *testing.B, d *daemon, req api.CloneRequest) api.Clone {
+	rec, err := d.c.CreateClone(ctx(b), req)
+	if err != nil {
+		b.Fatalf("clone: %v", err)
+	}
+	final := waitResident(b, d, rec.ID)
+	if _, err := d.c.DeleteClone(ctx(b), rec.ID); err != nil {
+		b.Fatalf("rm: %v", err)
+	}
+	return final
+}
+
+// steadyLoad GETs url about perSec times a second on new connections until
+// stop is called; n reports how many requests were answered.
+func steadyLoad(url string, perSec int) (n func() int64, stop func()) {
+	var mu sync.Mutex
+	var count int64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+		tick := time.NewTicker(time.Second / time.Duration(perSec))
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			if resp, err := client.Get(url); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				mu.Lock()
+				count++
+				mu.Unlock()
+			}
+		}
+	}()
+	return func() int64 { mu.Lock(); defer mu.Unlock(); return count },
+		func() { close(done); wg.Wait() }
+}
+
+// writePrecopyReport adds the pre-copy table to the report.
+func writePrecopyReport(w io.Writer) {
+	if len(precopyRows) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n## Iterative pre-copy (soft-dirty kernels)\n\n")
+	fmt.Fprintf(w, "A Go server answering about 200 requests/s on new connections throughout. Pre-copy: `precopy: on` (pre-dumps while it runs, then a final dump of the pages dirtied since the last); plain: `precopy: off`; raw: the CRIU CLI's `criu dump --leave-running`. Frozen times are CRIU's `freezing_time + frozen_time`, medians of %d interleaved repetitions. Only the ratios count under TCG.\n\n", benchReps)
+	fmt.Fprintf(w, "| heap | frozen, pre-copy | frozen, plain | frozen, raw CRIU | pre-copy / plain | pre-copy / raw | rounds | first round | final dump | total, pre-copy / plain |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range precopyRows {
+		fmt.Fprintf(w, "| %d MiB | %.1f ms | %.1f ms | %.1f ms | %.3fx | %.3fx | %.0f | %.0f MiB | %.1f MiB | %.0f / %.0f ms |\n",
+			r.heapMiB, r.precopyFrozenMS, r.plainFrozenMS, r.rawFrozenMS, r.precopyFrozenMS/r.plainFrozenMS,
+			r.precopyFrozenMS/r.rawFrozenMS, r.rounds, r.firstMiB, r.finalMiB, r.precopyTotalMS, r.plainTotalMS)
+	}
+}
