@@ -400,15 +400,11 @@ func (m *Manager) kill(ctx context.Context, e *entry) error {
 func (m *Manager) stopListeners(e *entry) {
 	// An upgrade's listeners may be the original's very sockets (MPTCP,
 	// UDP): shutting them down would stop the original too.
-	if e.rec.Kind == api.KindUpgrade || e.rec.IsolatedNet || len(e.rec.Listeners) == 0 || e.rec.PID <= 0 {
+	if e.rec.Kind == api.KindUpgrade {
 		return
 	}
-	pids, err := m.opts.Proc.Tree(e.rec.PID)
-	if err != nil {
-		return
-	}
-	socks, err := handover.FindSockets(m.opts.Proc, pids)
-	if err != nil {
+	socks := m.sharedListeners(e)
+	if len(socks) == 0 {
 		return
 	}
 	release, err := m.migrate.acquire()
@@ -417,10 +413,31 @@ func (m *Manager) stopListeners(e *entry) {
 	}
 	defer func() { _ = release() }()
 	for _, s := range socks {
+		_ = handover.Shutdown(s)
+	}
+}
+
+// sharedListeners returns the listening sockets of a clone that shares its
+// original's ports (none for one in a network namespace of its own).
+func (m *Manager) sharedListeners(e *entry) []handover.Socket {
+	if e.rec.IsolatedNet || len(e.rec.Listeners) == 0 || e.rec.PID <= 0 {
+		return nil
+	}
+	pids, err := m.opts.Proc.Tree(e.rec.PID)
+	if err != nil {
+		return nil
+	}
+	socks, err := handover.FindSockets(m.opts.Proc, pids)
+	if err != nil {
+		return nil
+	}
+	var out []handover.Socket
+	for _, s := range socks {
 		if s.Listening {
-			_ = handover.Shutdown(s)
+			out = append(out, s)
 		}
 	}
+	return out
 }
 
 // destroyCgroup kills what is left in cg and removes it, waiting at most
@@ -539,19 +556,8 @@ func (m *Manager) adopt() error {
 // drain may have left them steered to the clone (clone.drain), which would
 // starve an original that was never signalled.
 func (m *Manager) unsteerLeftover(e *entry) {
-	if len(e.rec.Listeners) == 0 || e.rec.IsolatedNet {
-		return
-	}
-	pids, err := m.opts.Proc.Tree(e.rec.PID)
-	if err != nil {
-		return
-	}
-	socks, err := handover.FindSockets(m.opts.Proc, pids)
-	if err != nil {
-		return
-	}
-	for _, s := range socks {
-		if s.Listening && !s.MPTCP() {
+	for _, s := range m.sharedListeners(e) {
+		if !s.MPTCP() {
 			if err := handover.Unsteer([]handover.Socket{s}); err != nil {
 				m.log.Warn("could not unsteer a re-adopted clone's listener", "id", e.rec.ID, "err", err)
 			}
