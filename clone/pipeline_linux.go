@@ -642,6 +642,9 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 		}
 		var re *nsinit.RestoreError
 		if errors.As(err, &re) {
+			if ranAndExited(re.Report) {
+				return nil, c.exitedAfterRestore("before CRIU had let go of all its threads")
+			}
 			return nil, c.criuFault("restore", &criu.Error{Op: "restore", Message: re.Report.Error, Hint: re.Report.Hint,
 				LogPath: re.Report.LogPath, Lines: re.Report.Lines})
 		}
@@ -675,13 +678,7 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 			if st.Signal != "" {
 				how = "signal " + st.Signal
 			}
-			if !m.opts.Proc.Exists(p.pid) {
-				// The original was about to exit, and so was its copy.
-				return nil, fault.New(fault.NotFound, fmt.Sprintf("PID %d exited while it was cloned, and its clone right after its restore (%s)", p.pid, how),
-					"there is nothing left to clone", nil)
-			}
-			return nil, fault.New(fault.Failed, fmt.Sprintf("the clone of PID %d exited right after its restore (%s)", p.pid, how),
-				"its output is kept in "+filepath.Join(m.opts.StateDir, "logs", c.id+"-output.log"), nil)
+			return nil, c.exitedAfterRestore(how)
 		}
 		return nil, fault.New(fault.Failed, fmt.Sprintf("find the restored clone of PID %d", p.pid), "", err)
 	}
@@ -962,6 +959,34 @@ func ensureReleased(pfs proc.FS, p *plan) []error {
 		}
 	}
 	return errs
+}
+
+// ranAndExited tells a restore that CRIU reports failed only because the
+// restored process ran and exited at once: CRIU's last step lets each thread
+// go (PTRACE_DETACH), one by one, and a process whose first thread let go
+// exits before the last is let go fails the detach with ESRCH ("Unable to
+// detach 1194: No such process"). Seen under slow emulation (the test VM),
+// where detaching a Go program's threads takes tens of milliseconds.
+func ranAndExited(r nsinit.Report) bool {
+	for _, l := range append([]string{r.Error}, r.Lines...) {
+		if strings.Contains(l, "Unable to detach") && strings.Contains(l, "No such process") {
+			return true
+		}
+	}
+	return false
+}
+
+// exitedAfterRestore is the failure of a clone that exited right after its
+// restore (how: its exit code, or when).
+func (c *making) exitedAfterRestore(how string) error {
+	p := c.p
+	if !c.m.opts.Proc.Exists(p.pid) {
+		// The original was about to exit, and so was its copy.
+		return fault.New(fault.NotFound, fmt.Sprintf("PID %d exited while it was cloned, and its clone right after its restore (%s)", p.pid, how),
+			"there is nothing left to clone", nil)
+	}
+	return fault.New(fault.Failed, fmt.Sprintf("the clone of PID %d exited right after its restore (%s)", p.pid, how),
+		"its output is kept in "+filepath.Join(c.m.opts.StateDir, "logs", c.id+"-output.log"), nil)
 }
 
 // exitedEarly returns how the clone ended if its init exits within a
