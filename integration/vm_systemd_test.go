@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	osuser "os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -234,6 +235,23 @@ http {
 	fmt.Sscan(waitFile(t, filepath.Join(dir, "nginx.pid")), &master)
 	t.Cleanup(func() { _ = syscall.Kill(master, syscall.SIGKILL); killChildren(master) })
 	waitListening(t, fmt.Sprintf("127.0.0.1:%d", port))
+	// The master listens before it forks its workers, and a worker runs
+	// as root until it has switched to user.
+	u, err := osuser.Lookup(user)
+	require.NoError(t, err)
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		ws, ready := children(master), 0
+		for _, w := range ws {
+			if f := strings.Fields(procStatusField(t, w, "Uid")); len(f) == 4 && f[0] == u.Uid && f[3] == u.Uid {
+				ready++
+			}
+		}
+		if len(ws) == 2 && ready == 2 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "nginx master %d: %d workers, %d of them as %s, after 20s; want 2", master, len(ws), ready, user)
+		time.Sleep(10 * time.Millisecond)
+	}
 	return dir, port
 }
 
