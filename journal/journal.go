@@ -3,8 +3,9 @@
 // stream connection to /run/systemd/journal/stdout that starts with a
 // header of seven lines (identifier, unit ID, priority, level prefix,
 // forward to syslog, to kmsg, to console), after which every line written
-// is a journal entry. journald reads the sender's identity (PID, cgroup,
-// unit) from the peer credentials of the connecting process, once.
+// is a journal entry. journald takes the sender's identity (PID, cgroup,
+// unit) from the credentials of the process that connected, and newer
+// versions (seen with systemd 252) from each writer's SCM_CREDENTIALS.
 //
 // clonebot uses it to give a clone journal streams of its own in place of
 // the original's, which CRIU cannot copy.

@@ -19,8 +19,9 @@ const ConnectTimeout = 5 * time.Second
 // reading, as systemd does for a service's stdout, and is blocking with no
 // send timeout, as a process expects of its stdout. journald takes the
 // stream's identity from the caller's credentials (PID, cgroup) at
-// connect time: call it from the process whose identity the lines should
-// carry. The file is close-on-exec.
+// connect time (newer versions from each writer's): call it from a
+// process whose identity the lines should carry. The file is
+// close-on-exec.
 func Connect(path string, h StreamHeader) (*os.File, error) {
 	if path == "" {
 		path = DefaultStdoutSocket

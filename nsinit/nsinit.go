@@ -41,7 +41,9 @@ type InheritSpec struct {
 	// Journal, when set, makes the init open a new journald stream to the
 	// socket at Path with this header instead of opening a file (Flags
 	// unused). The init connects from the clone's cgroup, so journald
-	// files the clone's lines under the clone's cgroup, not clonebotd's.
+	// files the clone's lines under the clone's cgroup, not clonebotd's,
+	// even where it goes by the connecting process rather than by each
+	// writer's credentials (systemd 252 does the latter).
 	Journal *journal.StreamHeader `json:"journal,omitempty"`
 }
 
