@@ -380,3 +380,23 @@ func TestTakeoverJournalStream(t *testing.T) {
 	assert.False(t, hasLine(cs[0], "request /whoami?after=takeover"))
 	removeAndCheck(t, d, rec)
 }
+
+// TestCloneJournalStreamIsolatedNet: a clone in a network namespace of its
+// own still reaches journald (a path-bound unix socket is found through
+// the file system, not the network namespace).
+func TestCloneJournalStreamIsolatedNet(t *testing.T) {
+	fj := startFakeJournald(t)
+	d := startDaemon(t, "--journal-socket", fj.path)
+	pf := filepath.Join(t.TempDir(), "addr")
+	srv := startWithStream(t, fj.path, "goserver", bins.goserver, "-port-file", pf)
+	srv.addr = waitFile(t, pf)
+	rec := d.clone(t, api.CloneRequest{PID: srv.pid, IsolateNet: true})
+	require.True(t, rec.IsolatedNet)
+	require.Len(t, rec.Streams, 1)
+	assert.NotEqual(t, nsOf(t, srv.pid, "net"), nsOf(t, rec.PID, "net"))
+	cs := fj.waitFor(t, "the isolated clone's stream", func(cs []journalConn) bool { return len(cs) == 2 && cs[1].header.Identifier != "" })
+	assert.Equal(t, "goserver-clone-"+rec.ID, cs[1].header.Identifier)
+	assert.Equal(t, rec.InitPID, cs[1].pid)
+	assert.Equal(t, rec.Streams[0].CloneInode, socketInode(t, rec.PID, 1))
+	removeAndCheck(t, d, rec)
+}
