@@ -50,8 +50,12 @@ type diagSocket struct {
 	// dataSegsIn is tcp_info's tcpi_data_segs_in (-1 when not asked or
 	// not known): 0 for a connection whose peer has sent nothing yet.
 	dataSegsIn int64
+	// dataSegsOut is tcpi_data_segs_out: 0 for a connection that never
+	// answered.
+	dataSegsOut int64
 	// lastDataSent and lastDataRecv are tcp_info's ms since the
-	// connection last sent and received data.
+	// connection last sent and received data (jiffies: a few ms apart at
+	// least to tell which came last).
 	lastDataSent, lastDataRecv uint32
 }
 
@@ -59,6 +63,7 @@ type diagSocket struct {
 const (
 	inetDiagInfo        = 2
 	tcpInfoDataSegsIn   = 152 // offsetof(struct tcp_info, tcpi_data_segs_in)
+	tcpInfoDataSegsOut  = 156 // tcpi_data_segs_out
 	tcpInfoLastDataSent = 44  // tcpi_last_data_sent
 	tcpInfoLastDataRecv = 52  // tcpi_last_data_recv
 	inetDiagMsgLen      = 72
@@ -165,16 +170,17 @@ func parseDiag(b []byte) (diagSocket, bool) {
 	}
 	d := diagSocket{inode: uint64(binary.NativeEndian.Uint32(b[68:72])), local: netip.AddrPortFrom(addr, port),
 		state: b[1], rqueue: binary.NativeEndian.Uint32(b[56:60]),
-		wqueue: binary.NativeEndian.Uint32(b[60:64]), dataSegsIn: -1}
+		wqueue: binary.NativeEndian.Uint32(b[60:64]), dataSegsIn: -1, dataSegsOut: -1}
 	// The attributes that follow: struct rtattr {u16 len; u16 type}, 4-aligned.
 	for a := b[inetDiagMsgLen:]; len(a) >= 4; {
 		l := int(binary.NativeEndian.Uint16(a[0:2]))
 		if l < 4 || l > len(a) {
 			break
 		}
-		if binary.NativeEndian.Uint16(a[2:4]) == inetDiagInfo && l >= 4+tcpInfoDataSegsIn+4 {
+		if binary.NativeEndian.Uint16(a[2:4]) == inetDiagInfo && l >= 4+tcpInfoDataSegsOut+4 {
 			info := a[4:l]
 			d.dataSegsIn = int64(binary.NativeEndian.Uint32(info[tcpInfoDataSegsIn:]))
+			d.dataSegsOut = int64(binary.NativeEndian.Uint32(info[tcpInfoDataSegsOut:]))
 			d.lastDataSent = binary.NativeEndian.Uint32(info[tcpInfoLastDataSent:])
 			d.lastDataRecv = binary.NativeEndian.Uint32(info[tcpInfoLastDataRecv:])
 		}

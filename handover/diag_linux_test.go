@@ -33,9 +33,10 @@ func diagMsg(state uint8, port uint16, rq, wq, inode uint32, info []byte) []byte
 	return b
 }
 
-func tcpInfo(segsIn, lastSent, lastRecv uint32) []byte {
+func tcpInfo(segsIn, segsOut, lastSent, lastRecv uint32) []byte {
 	info := make([]byte, 232)
 	binary.NativeEndian.PutUint32(info[tcpInfoDataSegsIn:], segsIn)
+	binary.NativeEndian.PutUint32(info[tcpInfoDataSegsOut:], segsOut)
 	binary.NativeEndian.PutUint32(info[tcpInfoLastDataSent:], lastSent)
 	binary.NativeEndian.PutUint32(info[tcpInfoLastDataRecv:], lastRecv)
 	return info
@@ -56,26 +57,27 @@ func TestParseDiagAndUnsettled(t *testing.T) {
 
 	socks := []diagSocket{}
 	for _, m := range [][]byte{
-		diagMsg(tcpListen, 8080, 2, 128, 1, nil),                   // 2 queued: unsettled
-		diagMsg(tcpListen, 8080, 5, 128, 99, nil),                  // not the original's listener
-		diagMsg(tcpEstablished, 8080, 0, 0, 10, tcpInfo(3, 4, 4)),  // idle keep-alive: settled
-		diagMsg(tcpEstablished, 8080, 20, 0, 11, tcpInfo(1, 9, 0)), // unread request
-		diagMsg(tcpEstablished, 8080, 0, 0, 12, tcpInfo(0, 5, 5)),  // peer sent nothing yet
-		diagMsg(tcpEstablished, 8080, 0, 0, 13, tcpInfo(1, 30, 2)), // read, not answered
-		diagMsg(tcpEstablished, 8080, 0, 0, 14, tcpInfo(0, 5, 5)),  // not held by the tree
-		diagMsg(tcpEstablished, 9090, 0, 0, 15, tcpInfo(0, 5, 5)),  // another port
+		diagMsg(tcpListen, 8080, 2, 128, 1, nil),                      // 2 queued: unsettled
+		diagMsg(tcpListen, 8080, 5, 128, 99, nil),                     // not the original's listener
+		diagMsg(tcpEstablished, 8080, 0, 0, 10, tcpInfo(3, 3, 4, 4)),  // idle keep-alive: settled
+		diagMsg(tcpEstablished, 8080, 20, 0, 11, tcpInfo(1, 0, 9, 0)), // unread request
+		diagMsg(tcpEstablished, 8080, 0, 0, 12, tcpInfo(0, 0, 5, 5)),  // peer sent nothing yet
+		diagMsg(tcpEstablished, 8080, 0, 0, 13, tcpInfo(1, 0, 0, 0)),  // first request read, not answered (same jiffy)
+		diagMsg(tcpEstablished, 8080, 0, 0, 16, tcpInfo(2, 1, 30, 2)), // a later request read, not answered
+		diagMsg(tcpEstablished, 8080, 0, 0, 14, tcpInfo(0, 0, 5, 5)),  // not held by the tree
+		diagMsg(tcpEstablished, 9090, 0, 0, 15, tcpInfo(0, 0, 5, 5)),  // another port
 	} {
 		d, ok := parseDiag(m)
 		require.True(t, ok)
 		socks = append(socks, d)
 	}
-	held := map[uint64]bool{10: true, 11: true, 12: true, 13: true, 15: true}
-	require.Equal(t, 5, unsettled(socks, map[uint64]bool{1: true}, map[uint16]bool{8080: true}, held))
+	held := map[uint64]bool{10: true, 11: true, 12: true, 13: true, 15: true, 16: true}
+	require.Equal(t, 6, unsettled(socks, map[uint64]bool{1: true}, map[uint16]bool{8080: true}, held))
 }
 
 func FuzzParseDiag(f *testing.F) {
 	f.Add(diagMsg(tcpListen, 80, 1, 2, 3, nil))
-	f.Add(diagMsg(tcpEstablished, 80, 0, 0, 3, tcpInfo(1, 2, 3)))
+	f.Add(diagMsg(tcpEstablished, 80, 0, 0, 3, tcpInfo(1, 1, 2, 3)))
 	f.Add(diagMsg(tcpEstablished, 80, 0, 0, 3, make([]byte, 7)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, ok := parseDiag(b)

@@ -54,7 +54,9 @@ func unsettled(socks []diagSocket, listeners map[uint64]bool, ports map[uint16]b
 		case d.state == tcpListen && listeners[d.inode]:
 			n += int(d.rqueue)
 		case d.state == tcpEstablished && held[d.inode] && ports[d.local.Port()]:
-			if d.rqueue > 0 || d.dataSegsIn == 0 || d.lastDataRecv < d.lastDataSent {
+			// Unread; nothing received yet; a first request not answered;
+			// a later one received after the last answer.
+			if d.rqueue > 0 || d.dataSegsIn == 0 || d.dataSegsOut == 0 || d.lastDataRecv < d.lastDataSent {
 				n++
 			}
 		}
