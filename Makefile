@@ -36,12 +36,10 @@ vet:
 	$(GO) vet ./...
 	GOOS=darwin $(GO) vet ./...
 
-# Every test: unit tests, bounded fuzzing of parsers and decoders, and the
-# end-to-end tests against real servers, real CRIU and the real kernel.
-# The same and the VM-only tests in a two-NUMA-node VM: make test-vm
-# (docs/VM.md; not yet part of make test until its TCG run is proven within
-# CI's budget).
-test: deps build vet test-unit fuzz test-integration
+# Every test: unit tests, bounded fuzzing of parsers and decoders, the
+# end-to-end tests against real servers, real CRIU and the real kernel, and
+# the VM suite in a two-NUMA-node guest (test-vm; docs/VM.md has its times).
+test: deps build vet test-unit fuzz test-integration test-vm
 
 test-unit:
 	$(GO) test -count=1 -timeout 5m $$($(GO) list ./... | grep -v /integration)
@@ -68,11 +66,14 @@ bench-vm: build
 # The test VM (docs/VM.md): Debian 12, two NUMA nodes, pure cgroup v2.
 # vm-image builds its image once into /var/cache/clonebot/vm/<key> (the key
 # hashes the files that define it); test-vm boots it (KVM, else TCG) and runs
-# the integration suite there, then clonebotd as a systemd service.
-vm-image:
+# the VM suite there (the VM-only tests and the host tests the VM proves more
+# of), then clonebotd as a systemd service.
+# Both need the host's CRIU 4.2.1 (deps) for the image; the VM scripts
+# install qemu-system-x86, debootstrap and e2fsprogs when missing.
+vm-image: deps
 	bash integration/vm/build-image.sh
 
-test-vm: build
+test-vm: deps build
 	GO=$(GO) bash integration/vm/test-vm.sh
 
 # The binaries to $(PREFIX)/bin, the unit to /etc/systemd/system, the group
