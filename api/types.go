@@ -256,7 +256,9 @@ type Clone struct {
 	NSPID int `json:"ns_pid"`
 	// InitPID is the host PID of the namespace's init (PID 1 inside).
 	InitPID int `json:"init_pid"`
-	// Cgroup is the clone's cgroup v2 path relative to the hierarchy root.
+	// Cgroup is the clone's cgroup v2 path relative to the hierarchy root:
+	// "/clonebot.slice/<id>", or "/clonebot.slice/clonebot-<id>.scope" (a
+	// transient systemd scope unit) where systemd manages the hierarchy.
 	Cgroup   string `json:"cgroup"`
 	NUMANode int    `json:"numa_node"`
 	CPUs     string `json:"cpus"`

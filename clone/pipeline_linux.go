@@ -546,6 +546,9 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	if err != nil {
 		return nil, fault.New(fault.Internal, fmt.Sprintf("start the init of clone %s", c.id), "", err)
 	}
+	if w := m.registerScope(cg, c.init.Pid, fmt.Sprintf("clonebot clone %s of PID %d", c.id, p.pid)); w != "" {
+		p.warnings = append(p.warnings, w)
+	}
 	c.e.init = c.init
 	c.e.wait = c.init.Wait
 	c.e.st.InitPID = c.init.Pid
@@ -853,7 +856,11 @@ func (m *Manager) makeCgroup(what string, p *plan, id string, memoryMax, pidsMax
 	if p.pinning == api.PinCgroup {
 		cfg.CPUs, cfg.Mems = p.node.CPUList, strconv.Itoa(p.node.ID)
 	}
-	cg, err := m.cg.Create(m.opts.CgroupParent, id, cfg)
+	name := id
+	if m.cg.Systemd() {
+		name = cgroup.ScopeName(id) // see registerScope
+	}
+	cg, err := m.cg.Create(m.opts.CgroupParent, name, cfg)
 	if err != nil {
 		var ue *cgroup.UnavailableError
 		if errors.As(err, &ue) {
@@ -862,6 +869,22 @@ func (m *Manager) makeCgroup(what string, p *plan, id string, memoryMax, pidsMax
 		return nil, fault.New(fault.Internal, fmt.Sprintf("create cgroup %s/%s for the %s of PID %d", m.opts.CgroupParent, id, what, p.pid), "", err)
 	}
 	return cg, nil
+}
+
+// registerScope makes a clone's cgroup a transient systemd scope where
+// systemd manages the hierarchy (cgroup.RegisterScope), so that systemctl
+// shows the clone in clonebot.slice, once pid, its first process, is in
+// it. A failure is only a warning, returned: the clone runs all the same,
+// unseen by systemd.
+func (m *Manager) registerScope(cg *cgroup.Cgroup, pid int, description string) string {
+	if !m.cg.Systemd() {
+		return ""
+	}
+	if err := cg.RegisterScope(context.Background(), pid, description); err != nil {
+		m.log.Warn("systemd does not know the clone's cgroup", "cgroup", cg.Rel, "err", err)
+		return fmt.Sprintf("systemctl does not show this clone: %v", err)
+	}
+	return ""
 }
 
 // register adds the entry being made to the manager's table.

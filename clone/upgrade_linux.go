@@ -290,6 +290,7 @@ func (u *upgrading) start(req api.UpgradeRequest, p *plan, orig *launch, argv, e
 		return nil, fault.New(fault.Failed, fmt.Sprintf("start %s for the upgrade of PID %d", req.Exec, req.PID), "", err)
 	}
 	pid := u.cmd.Process.Pid
+	scopeWarning := m.registerScope(cg, pid, fmt.Sprintf("clonebot upgrade %s of PID %d", u.id, req.PID))
 	now := time.Now().UTC()
 	e := &entry{dir: u.dir, done: make(chan struct{}), cg: cg}
 	e.rec = api.Clone{ID: u.id, Name: req.Name, SourcePID: req.PID, PID: pid, NSPID: pid, Cgroup: cg.Rel,
@@ -298,6 +299,9 @@ func (u *upgrading) start(req api.UpgradeRequest, p *plan, orig *launch, argv, e
 		Listeners: recListeners, Kind: api.KindUpgrade, Operation: op.id}
 	if e.rec.Name == "" {
 		e.rec.Name = sanitizeName(filepath.Base(req.Exec))
+	}
+	if scopeWarning != "" {
+		e.rec.Warnings = append(e.rec.Warnings, scopeWarning)
 	}
 	e.st = stored{OwnerUID: who.UID, InitPID: pid, CgroupRel: cg.Rel}
 	if s, err := m.opts.Proc.Stat(pid); err == nil {

@@ -12,9 +12,22 @@ import (
 	"time"
 
 	"github.com/clonebot/clonebot/api"
+	"github.com/clonebot/clonebot/cgroup"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
+
+// cloneCgroup is the cgroup clone id must be in: clonebot.slice/<id>, or
+// where systemd manages the hierarchy, its transient scope unit.
+func cloneCgroup(t *testing.T, id string) string {
+	t.Helper()
+	h, err := cgroup.Detect()
+	require.NoError(t, err)
+	if h.Systemd() {
+		return "/clonebot.slice/" + cgroup.ScopeName(id)
+	}
+	return "/clonebot.slice/" + id
+}
 
 // checkClone asserts what every clone record and clone must satisfy.
 func checkClone(t *testing.T, d *daemon, src int, rec *api.Clone) {
@@ -26,7 +39,7 @@ func checkClone(t *testing.T, d *daemon, src int, rec *api.Clone) {
 	assert.Equal(t, api.StateRunning, rec.State)
 	assert.Nil(t, rec.ExitCode)
 	assert.Len(t, rec.ID, 12)
-	assert.Equal(t, "/clonebot.slice/"+rec.ID, rec.Cgroup)
+	assert.Equal(t, cloneCgroup(t, rec.ID), rec.Cgroup)
 	assert.Equal(t, st.Cgroup.Pinning, rec.Pinning)
 	assert.Greater(t, rec.TimingsMS.Total, 0.0)
 	assert.Greater(t, rec.TimingsMS.Checkpoint, 0.0)
