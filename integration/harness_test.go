@@ -246,7 +246,13 @@ func startTarget(t testing.TB, argv []string, env ...string) *target {
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	require.NoError(t, cmd.Start())
-	tg := &target{cmd: cmd, pid: cmd.Process.Pid, dir: dir}
+	return watchTarget(t, cmd)
+}
+
+// watchTarget makes a started cmd (the leader of its own session) a test
+// target, killed with its process group when the test ends.
+func watchTarget(t testing.TB, cmd *exec.Cmd) *target {
+	tg := &target{cmd: cmd, pid: cmd.Process.Pid, dir: cmd.Dir}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {

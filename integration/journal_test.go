@@ -155,15 +155,7 @@ func startWithStream(t *testing.T, path, ident string, argv ...string) *target {
 	cmd.Dir = t.TempDir()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	require.NoError(t, cmd.Start())
-	tg := &target{cmd: cmd, pid: cmd.Process.Pid, dir: cmd.Dir}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-tg.pid, syscall.SIGKILL)
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	return tg
+	return watchTarget(t, cmd)
 }
 
 func socketInode(t *testing.T, pid, fd int) uint64 {

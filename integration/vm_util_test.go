@@ -193,15 +193,7 @@ func startTargetInCgroup(t *testing.T, dir string, argv []string) *target {
 	cmd.Dir = tdir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, UseCgroupFD: true, CgroupFD: int(cg.Fd())}
 	require.NoError(t, cmd.Start(), "start %v in cgroup %s", argv, dir)
-	tg := &target{cmd: cmd, pid: cmd.Process.Pid, dir: tdir}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-tg.pid, syscall.SIGKILL)
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	return tg
+	return watchTarget(t, cmd)
 }
 
 // nodeFree is MemFree of a node, in bytes, now.
