@@ -37,10 +37,23 @@ func vmRunner(t *testing.T) string {
 	return r
 }
 
+// runnerTag is put on the kernel command line of the guests these tests
+// boot (CLONEBOT_VM_APPEND), so that qemus tells their qemu from those of
+// anything else booting the guest on the machine, which it must neither
+// count nor kill.
+var runnerTag = fmt.Sprintf("clonebot.runnertest=%d", os.Getpid())
+
+// runnerCmd is the runner with args, its guests tagged with runnerTag.
+func runnerCmd(runner string, args ...string) *exec.Cmd {
+	cmd := exec.Command(runner, args...)
+	cmd.Env = append(os.Environ(), "CLONEBOT_VM_APPEND="+runnerTag)
+	return cmd
+}
+
 // runVM runs the runner and returns its stdout, stderr and exit code.
 func runVM(t *testing.T, runner string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(runner, args...)
+	cmd := runnerCmd(runner, args...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
@@ -53,7 +66,8 @@ func runVM(t *testing.T, runner string, args ...string) (string, string, int) {
 	return o.String(), e.String(), code
 }
 
-// qemus lists the PIDs of the qemu processes booting this project's guest.
+// qemus lists the PIDs of the qemu processes booting this project's guest
+// for these tests (runnerTag).
 func qemus() []int {
 	var out []int
 	ents, _ := os.ReadDir("/proc")
@@ -66,7 +80,8 @@ func qemus() []int {
 		if err != nil {
 			continue
 		}
-		if strings.HasPrefix(string(b), "qemu-system") && strings.Contains(string(b), "mount_tag=vmctl") {
+		if strings.HasPrefix(string(b), "qemu-system") && strings.Contains(string(b), "mount_tag=vmctl") &&
+			strings.Contains(string(b), runnerTag) {
 			out = append(out, pid)
 		}
 	}
@@ -155,7 +170,7 @@ func TestVMRunner(t *testing.T) {
 
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		t.Run("runner killed by "+sig.String(), func(t *testing.T) {
-			cmd := exec.Command(runner, "--timeout", "600", "--", "sleep", "3600")
+			cmd := runnerCmd(runner, "--timeout", "600", "--", "sleep", "3600")
 			var e bytes.Buffer
 			cmd.Stderr = &e
 			require.NoError(t, cmd.Start())
