@@ -159,8 +159,29 @@ traffic, so it can be stopped in a debugger or poked on its own loopback
 	f := cmd.Flags()
 	placementFlags(f, &req.NUMA, &req.Name, &req.MemoryMax, &req.PidsMax, "clone")
 	f.BoolVar(&req.IsolateNet, "isolate-net", false, "restore the clone in a network namespace of its own, loopback only (a debug clone: no production traffic)")
+	memoryCopyFlags(f, &req.Precopy, &req.LazyPages)
 	operationFlag(f, &req.Operation)
 	return cmd
+}
+
+// memoryCopyFlags adds --precopy and --lazy-pages.
+func memoryCopyFlags(f *pflag.FlagSet, precopy, lazy *string) {
+	f.Var((*modeFlag)(precopy), "precopy", "copy the memory while the original runs, in rounds, then freeze it only for the pages dirtied since (needs soft-dirty tracking; 'clonebotctl status' says): auto (above 64 MiB), on or off (default auto)")
+	f.Var((*modeFlag)(lazy), "lazy-pages", "start the clone before its memory is all in, its pages then served on demand and in the background: auto (above 64 MiB), on or off (default auto)")
+}
+
+// modeFlag is an auto|on|off value.
+type modeFlag string
+
+func (m *modeFlag) String() string { return string(*m) }
+func (m *modeFlag) Type() string   { return "auto|on|off" }
+func (m *modeFlag) Set(s string) error {
+	switch s {
+	case "auto", "on", "off":
+		*m = modeFlag(s)
+		return nil
+	}
+	return fmt.Errorf("%q: want auto, on or off", s)
 }
 
 // placementFlags adds --numa, --name, --memory-max and --pids-max; what

@@ -104,6 +104,7 @@ original, with any request on them.
 	f.BoolVar(&req.ShutdownListener, "shutdown-listener", false,
 		"stop the original's listeners from outside before the drain signal (servers that exit abruptly on it)")
 	placementFlags(f, &req.NUMA, &req.Name, &req.MemoryMax, &req.PidsMax, "clone")
+	memoryCopyFlags(f, &req.Precopy, &req.LazyPages)
 	operationFlag(f, &req.Operation)
 	return cmd
 }

@@ -268,6 +268,8 @@ func TestRun(t *testing.T) {
 		{"clone memory-max 0", []string{"clone", "1", "--memory-max", "0"}, exitUsage, nil, []string{"--memory-max"}},
 		{"clone pids-max -1", []string{"clone", "1", "--pids-max", "-1"}, exitUsage, nil, []string{"--pids-max -1"}},
 		{"clone pids-max x", []string{"clone", "1", "--pids-max", "x"}, exitUsage, nil, []string{"--pids-max"}},
+		{"clone precopy maybe", []string{"clone", "1", "--precopy", "maybe"}, exitUsage, nil, []string{`"maybe": want auto, on or off`, "--precopy"}},
+		{"clone lazy-pages ON", []string{"clone", "1", "--lazy-pages", "ON"}, exitUsage, nil, []string{"--lazy-pages"}},
 
 		// ls
 		{"ls", []string{"ls"}, exitOK,
@@ -348,6 +350,7 @@ func TestCloneRequestFlags(t *testing.T) {
 		},
 		{[]string{"clone", "--numa", "1", "42"}, api.CloneRequest{PID: 42, NUMA: "1"}},
 		{[]string{"clone", "42", "--isolate-net"}, api.CloneRequest{PID: 42, NUMA: api.PlaceSame, IsolateNet: true}},
+		{[]string{"clone", "42", "--precopy", "on", "--lazy-pages=off"}, api.CloneRequest{PID: 42, NUMA: api.PlaceSame, Precopy: "on", LazyPages: "off"}},
 		{
 			[]string{"clone", "42", "--isolate-net", "--name", "dbg", "--operation", "debug-clone-1"},
 			api.CloneRequest{PID: 42, NUMA: api.PlaceSame, Name: "dbg", IsolateNet: true, Operation: "debug-clone-1"},
