@@ -213,7 +213,8 @@ func rawCRIU(b *testing.B, pid int) (dumpMS, restoreMS, frozenMS float64) {
 	out, err := exec.Command("criu", "dump", "-t", fmt.Sprint(pid), "-D", dir, "--leave-running", "--tcp-close", "-o", "dump.log").CombinedOutput()
 	dumpMS = msSince(t0)
 	if err != nil {
-		b.Fatalf("criu dump: %v\n%s", err, out)
+		log, _ := os.ReadFile(filepath.Join(dir, "dump.log"))
+		b.Fatalf("criu dump: %v\n%s\n%s", err, out, tail(string(log), 20))
 	}
 	if f, err := os.Open(dir); err == nil {
 		if st, err := stats.CriuGetDumpStats(f); err == nil {
