@@ -407,6 +407,18 @@ func (m *Manager) stopListeners(e *entry) {
 	if len(socks) == 0 {
 		return
 	}
+	// First new connections go to the other listeners of each port (the
+	// original's, other clones'), and the clone answers what it had
+	// accepted (at most maxSettle): a request it holds when it is killed
+	// is lost.
+	if peers := m.peerListeners(e); len(peers) > 0 {
+		if unsteer, err := m.steerFrom(socks, peers, fmt.Sprintf("the original (PID %d) or another clone", e.rec.SourcePID)); err == nil {
+			defer unsteer()
+			if tree, err := m.opts.Proc.Tree(e.rec.PID); err == nil {
+				settle(m.opts.Proc, e.rec.PID, tree, socks, maxSettle)
+			}
+		}
+	}
 	release, err := m.migrate.acquire()
 	if err != nil {
 		return
@@ -415,6 +427,33 @@ func (m *Manager) stopListeners(e *entry) {
 	for _, s := range socks {
 		_ = handover.Shutdown(s)
 	}
+}
+
+// peerListeners returns the listening sockets that share ports with clone
+// e: its original's and those of the other clones of the same original.
+func (m *Manager) peerListeners(e *entry) []handover.Socket {
+	var out []handover.Socket
+	if pids, err := m.opts.Proc.Tree(e.rec.SourcePID); err == nil {
+		if socks, err := handover.FindSockets(m.opts.Proc, pids); err == nil {
+			for _, s := range socks {
+				if s.Listening {
+					out = append(out, s)
+				}
+			}
+		}
+	}
+	m.mu.Lock()
+	var others []*entry
+	for _, o := range m.clones {
+		if o != e && o.rec.SourcePID == e.rec.SourcePID && o.rec.State == api.StateRunning {
+			others = append(others, o)
+		}
+	}
+	m.mu.Unlock()
+	for _, o := range others {
+		out = append(out, m.sharedListeners(o)...)
+	}
+	return out
 }
 
 // sharedListeners returns the listening sockets of a clone that shares its

@@ -445,58 +445,68 @@ const maxSettle = time.Second
 // once the original is gone (or the drain gave up). When steering is not
 // possible the drain goes on without, and info says why.
 func (m *Manager) steerAway(rec *api.Clone, origPID int, listeners []handover.Socket, info *api.TakeoverInfo) func() {
-	nop := func() {}
 	pids, err := m.opts.Proc.Tree(rec.PID)
 	if err != nil {
 		info.SteerError = fmt.Sprintf("the replacement (PID %d) exited", rec.PID)
-		return nop
+		return func() {}
 	}
 	socks, err := handover.FindSockets(m.opts.Proc, pids)
 	if err != nil {
 		info.SteerError = err.Error()
-		return nop
+		return func() {}
 	}
-	orig := map[uint64]bool{}
-	for _, l := range listeners {
-		orig[l.Inode] = true
-	}
-	var steered [][]handover.Socket
-	undo := func() {
-		for _, to := range steered {
-			if err := handover.Unsteer(append(to, listeners...)); err != nil {
-				m.log.Warn("could not give the kernel back the choice of listener", "id", rec.ID, "err", err)
-			}
-		}
-	}
-	done := map[netip.AddrPort]bool{}
-	for _, l := range listeners {
-		if done[l.Local] {
-			continue
-		}
-		done[l.Local] = true
-		var to []handover.Socket
-		for _, s := range socks {
-			// An upgrade that shares the original's very socket cannot be
-			// told apart from it.
-			if s.Listening && s.Local == l.Local && !orig[s.Inode] {
-				to = append(to, s)
-			}
-		}
-		if len(to) == 0 {
-			info.SteerError = fmt.Sprintf("the replacement has no listener of its own on %s", l.Local)
-			undo()
-			return nop
-		}
-		if err := handover.Steer(to); err != nil {
-			info.SteerError = err.Error()
-			undo()
-			return nop
-		}
-		steered = append(steered, to)
+	// An upgrade that shares the original's very socket cannot be told
+	// apart from it: steerFrom finds no listener of its own then.
+	undo, err := m.steerFrom(listeners, socks, "the replacement")
+	if err != nil {
+		info.SteerError = err.Error()
+		return undo
 	}
 	info.Steered = true
 	m.log.Debug("new connections go to the replacement alone", "id", rec.ID, "source_pid", origPID)
 	return undo
+}
+
+// steerFrom steers every new connection to the SO_REUSEPORT groups of the
+// listeners from to the listeners of to (whose name, for errors, is
+// toName) on the same addresses, apart from from's own. It returns what
+// undoes it; on error nothing is left steered.
+func (m *Manager) steerFrom(from, to []handover.Socket, toName string) (undo func(), err error) {
+	own := map[uint64]bool{}
+	for _, l := range from {
+		own[l.Inode] = true
+	}
+	var steered [][]handover.Socket
+	undo = func() {
+		for _, dst := range steered {
+			if err := handover.Unsteer(append(dst, from...)); err != nil {
+				m.log.Warn("could not give the kernel back the choice of listener", "addr", dst[0].Local, "err", err)
+			}
+		}
+	}
+	done := map[netip.AddrPort]bool{}
+	for _, l := range from {
+		if done[l.Local] {
+			continue
+		}
+		done[l.Local] = true
+		var dst []handover.Socket
+		for _, s := range to {
+			if s.Listening && s.Local == l.Local && !own[s.Inode] {
+				dst = append(dst, s)
+			}
+		}
+		if len(dst) == 0 {
+			undo()
+			return func() {}, fmt.Errorf("%s has no listener of its own on %s", toName, l.Local)
+		}
+		if err := handover.Steer(dst); err != nil {
+			undo()
+			return func() {}, err
+		}
+		steered = append(steered, dst)
+	}
+	return undo, nil
 }
 
 // settle waits, at most d, until the original tree holds no connection it

@@ -255,8 +255,11 @@ func (a *app) rmCmd() *cobra.Command {
 		Use:   "rm ID...",
 		Short: "Remove clones",
 		Long: `Rm asks the daemon to remove each clone given: its processes are killed and
-its cgroup removed. Every ID is attempted; the IDs removed are printed (with
--o json, their final records), and the exit status is 1 if any failed.`,
+its cgroup removed. A clone that shares its original's ports first stops
+getting new connections (they go to the original and its other clones) and
+answers what it had accepted, for at most a second, so that no request is
+lost. Every ID is attempted; the IDs removed are printed (with -o json,
+their final records), and the exit status is 1 if any failed.`,
 		Example: `  clonebotctl rm c-1
   clonebotctl rm $(clonebotctl ls -o json | jq -r '.[].id')`,
 		Args: minArgs("ID"),
