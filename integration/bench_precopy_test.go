@@ -23,6 +23,7 @@ type precopyRow struct {
 	finalMiB, firstMiB             float64
 	precopyTotalMS, plainTotalMS   float64
 	reqPerSec                      float64
+	load                           int // requests/s asked for
 }
 
 var precopyRows []precopyRow
@@ -68,12 +69,16 @@ func BenchmarkPrecopy(b *testing.B) {
 	if heap == 0 {
 		b.Skipf("not even 256 MiB fits four times in the smallest node's %d MiB free", freeMiB)
 	}
-	b.Run(fmt.Sprintf("heap%dMiB", heap), func(b *testing.B) { benchPrecopy(b, d, heap) })
+	// Idle, and answering a steady load (its dirtying is what pre-copy
+	// has to outrun).
+	for _, rate := range []int{0, 200} {
+		b.Run(fmt.Sprintf("heap%dMiB-load%d", heap, rate), func(b *testing.B) { benchPrecopy(b, d, heap, rate) })
+	}
 }
 
-func benchPrecopy(b *testing.B, d *daemon, heapMiB int) {
+func benchPrecopy(b *testing.B, d *daemon, heapMiB, perSec int) {
 	srv := startGoServer(b, "-reuseport", "-heap", fmt.Sprint(heapMiB))
-	reqs, stop := steadyLoad("http://"+srv.addr+"/", 200)
+	reqs, stop := steadyLoad("http://"+srv.addr+"/", perSec)
 	defer stop()
 	t0 := time.Now()
 	var pre, plain, raw, rounds, final, first, preTotal, plainTotal []float64
@@ -110,7 +115,7 @@ func benchPrecopy(b *testing.B, d *daemon, heapMiB int) {
 	row := precopyRow{heapMiB: heapMiB, precopyFrozenMS: median(pre), plainFrozenMS: median(plain), rawFrozenMS: median(raw),
 		rounds: median(rounds), finalMiB: median(final), firstMiB: median(first),
 		precopyTotalMS: median(preTotal), plainTotalMS: median(plainTotal),
-		reqPerSec: float64(reqs()) / time.Since(t0).Seconds()}
+		reqPerSec: float64(reqs()) / time.Since(t0).Seconds(), load: perSec}
 	b.ReportMetric(row.precopyFrozenMS, "precopy-frozen-ms")
 	b.ReportMetric(row.plainFrozenMS, "plain-frozen-ms")
 	b.ReportMetric(row.rawFrozenMS, "raw-frozen-ms")
@@ -119,6 +124,13 @@ func benchPrecopy(b *testing.B, d *daemon, heapMiB int) {
 	benchMu.Lock()
 	precopyRows = append(precopyRows, row)
 	benchMu.Unlock()
+}
+
+func loadName(r precopyRow) string {
+	if r.load == 0 {
+		return "idle"
+	}
+	return fmt.Sprintf("%.0f req/s", r.reqPerSec)
 }
 
 // benchCloneOnce makes a clone, waits until its memory is all in, and
@@ -140,6 +152,9 @@ func benchCloneOnce(b *testing.B, d *daemon, req api.CloneRequest) api.Clone {
 func steadyLoad(url string, perSec int) (n func() int64, stop func()) {
 	var mu sync.Mutex
 	var count int64
+	if perSec <= 0 {
+		return func() int64 { return 0 }, func() {}
+	}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -173,11 +188,11 @@ func writePrecopyReport(w io.Writer) {
 		return
 	}
 	fmt.Fprintf(w, "\n## Iterative pre-copy (soft-dirty kernels)\n\n")
-	fmt.Fprintf(w, "A Go server answering about 200 requests/s on new connections throughout. Pre-copy: `precopy: on` (pre-dumps while it runs, then a final dump of the pages dirtied since the last); plain: `precopy: off`; raw: the CRIU CLI's `criu dump --leave-running`. Frozen times are CRIU's `freezing_time + frozen_time`, medians of %d interleaved repetitions. Only the ratios count under TCG.\n\n", precopyReps)
-	fmt.Fprintf(w, "| heap | frozen, pre-copy | frozen, plain | frozen, raw CRIU | pre-copy / plain | pre-copy / raw | rounds | first round | final dump | total, pre-copy / plain |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "A Go server, idle or answering a steady load of requests on new connections throughout. Pre-copy: `precopy: on` (pre-dumps while it runs, then a final dump of the pages dirtied since the last); plain: `precopy: off`; raw: the CRIU CLI's `criu dump --leave-running`. Frozen times are CRIU's `freezing_time + frozen_time`, medians of %d interleaved repetitions. Only the ratios count under TCG.\n\n", precopyReps)
+	fmt.Fprintf(w, "| heap | load | frozen, pre-copy | frozen, plain | frozen, raw CRIU | pre-copy / plain | pre-copy / raw | rounds | first round | final dump | total, pre-copy / plain |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range precopyRows {
-		fmt.Fprintf(w, "| %d MiB | %.1f ms | %.1f ms | %.1f ms | %.3fx | %.3fx | %.0f | %.0f MiB | %.1f MiB | %.0f / %.0f ms |\n",
-			r.heapMiB, r.precopyFrozenMS, r.plainFrozenMS, r.rawFrozenMS, r.precopyFrozenMS/r.plainFrozenMS,
+		fmt.Fprintf(w, "| %d MiB | %s | %.1f ms | %.1f ms | %.1f ms | %.3fx | %.3fx | %.0f | %.0f MiB | %.1f MiB | %.0f / %.0f ms |\n",
+			r.heapMiB, loadName(r), r.precopyFrozenMS, r.plainFrozenMS, r.rawFrozenMS, r.precopyFrozenMS/r.plainFrozenMS,
 			r.precopyFrozenMS/r.rawFrozenMS, r.rounds, r.firstMiB, r.finalMiB, r.precopyTotalMS, r.plainTotalMS)
 	}
 }

@@ -147,7 +147,13 @@ func (d *daemon) startEnv(env []string) {
 	d.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, ch chan struct{}) { _ = cmd.Wait(); close(ch) }(d.cmd, d.exited)
 	d.c = api.NewClient(d.sock)
-	deadline := time.Now().Add(30 * time.Second)
+	// The daemon probes CRIU at start (criu check): seconds on a host,
+	// up to a minute in a TCG guest on a busy host.
+	wait := 30 * time.Second
+	if testutil.InVM() {
+		wait = 2 * time.Minute
+	}
+	deadline := time.Now().Add(wait)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err := d.c.Status(ctx)
@@ -157,7 +163,7 @@ func (d *daemon) startEnv(env []string) {
 		}
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(d.logPath)
-			t.Fatalf("clonebotd did not answer on %s within 30s: %v\nlog:\n%s", d.sock, err, b)
+			t.Fatalf("clonebotd did not answer on %s within %v: %v\nlog:\n%s", d.sock, wait, err, b)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
