@@ -4,11 +4,10 @@ package handover
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/netip"
-	"syscall"
 
+	"github.com/clonebot/clonebot/internal/sockdiag"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -125,32 +124,17 @@ func dump(s *nl.NetlinkSocket, r diagReq, proto int) ([]diagSocket, error) {
 	if proto > 0xff {
 		req.AddData(nl.NewRtAttr(4 /* INET_DIAG_REQ_PROTOCOL */, nl.Uint32Attr(uint32(proto))))
 	}
-	if err := s.Send(req); err != nil {
+	var out []diagSocket
+	err := sockdiag.Dump(s, req, func(b []byte) error {
+		if d, ok := parseDiag(b); ok {
+			out = append(out, d)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	var out []diagSocket
-	for {
-		msgs, _, err := s.Receive()
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range msgs {
-			switch m.Header.Type {
-			case unix.NLMSG_DONE:
-				return out, nil
-			case unix.NLMSG_ERROR:
-				if len(m.Data) >= 4 {
-					if e := -int32(binary.NativeEndian.Uint32(m.Data[:4])); e != 0 {
-						return nil, syscall.Errno(e)
-					}
-				}
-				return nil, errors.New("sock_diag: error answer")
-			}
-			if d, ok := parseDiag(m.Data); ok {
-				out = append(out, d)
-			}
-		}
-	}
+	return out, nil
 }
 
 // parseDiag decodes struct inet_diag_msg.

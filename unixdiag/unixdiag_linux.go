@@ -4,10 +4,9 @@ package unixdiag
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"syscall"
 
+	"github.com/clonebot/clonebot/internal/sockdiag"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -50,32 +49,17 @@ func Dump(pid int) (map[uint64]Socket, error) {
 	defer s.Close()
 	req := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
 	req.AddData(request{})
-	if err := s.Send(req); err != nil {
-		return nil, fmt.Errorf("sock_diag request for unix sockets: %w", err)
-	}
 	out := map[uint64]Socket{}
-	for {
-		msgs, _, err := s.Receive()
+	err = sockdiag.Dump(s, req, func(b []byte) error {
+		sk, err := ParseMessage(b)
 		if err != nil {
-			return nil, fmt.Errorf("sock_diag answer for unix sockets: %w", err)
+			return err
 		}
-		for _, m := range msgs {
-			switch m.Header.Type {
-			case unix.NLMSG_DONE:
-				return out, nil
-			case unix.NLMSG_ERROR:
-				if len(m.Data) >= 4 {
-					if e := -int32(binary.NativeEndian.Uint32(m.Data[:4])); e != 0 {
-						return nil, fmt.Errorf("sock_diag for unix sockets (is unix_diag loaded?): %w", syscall.Errno(e))
-					}
-				}
-				return nil, errors.New("sock_diag for unix sockets: error answer")
-			}
-			sk, err := ParseMessage(m.Data)
-			if err != nil {
-				return nil, err
-			}
-			out[sk.Inode] = sk
-		}
+		out[sk.Inode] = sk
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sock_diag for unix sockets (is unix_diag loaded?): %w", err)
 	}
+	return out, nil
 }
