@@ -66,13 +66,15 @@ func TestParseDiagAndUnsettled(t *testing.T) {
 		diagMsg(tcpEstablished, 8080, 0, 0, 16, tcpInfo(2, 1, 30, 2)), // a later request read, not answered
 		diagMsg(tcpEstablished, 8080, 0, 0, 14, tcpInfo(0, 0, 5, 5)),  // not held by the tree
 		diagMsg(tcpEstablished, 9090, 0, 0, 15, tcpInfo(0, 0, 5, 5)),  // another port
+		diagMsg(tcpSynRecv, 8080, 0, 0, 0, nil),                       // a handshake under way on the port
+		diagMsg(tcpSynRecv, 9090, 0, 0, 0, nil),                       // on another port
 	} {
 		d, ok := parseDiag(m)
 		require.True(t, ok)
 		socks = append(socks, d)
 	}
 	held := map[uint64]bool{10: true, 11: true, 12: true, 13: true, 15: true, 16: true}
-	require.Equal(t, 6, unsettled(socks, map[uint64]bool{1: true}, map[uint16]bool{8080: true}, held))
+	require.Equal(t, 7, unsettled(socks, map[uint64]bool{1: true}, map[uint16]bool{8080: true}, held))
 }
 
 func FuzzParseDiag(f *testing.F) {

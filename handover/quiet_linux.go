@@ -10,10 +10,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const tcpEstablished = 1
+// Kernel TCP states (include/net/tcp_states.h).
+const (
+	tcpEstablished = 1
+	tcpSynRecv     = 3
+	tcpNewSynRecv  = 12
+)
 
 // Unsettled counts what a draining server could still fail if it were told
-// to stop now: connections waiting in the accept queues of its listeners,
+// to stop now: handshakes under way on its ports, connections waiting in
+// the accept queues of its listeners,
 // and connections it holds (held: socket inodes of its tree) on their ports
 // that have unread data, whose peer has sent nothing yet, or that received
 // data later than they last sent some (a request not answered yet). Once
@@ -38,7 +44,7 @@ func Unsettled(pid int, listeners []Socket, held map[uint64]bool) (int, error) {
 	n := 0
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		socks, err := dump(s, diagReq{family: fam, protocol: unix.IPPROTO_TCP, ext: diagExtInfo,
-			states: 1<<tcpListen | 1<<tcpEstablished}, unix.IPPROTO_TCP)
+			states: 1<<tcpListen | 1<<tcpEstablished | 1<<tcpSynRecv | 1<<tcpNewSynRecv}, unix.IPPROTO_TCP)
 		if err != nil {
 			return 0, fmt.Errorf("sock_diag in the network namespace of PID %d: %w", pid, err)
 		}
@@ -53,6 +59,11 @@ func unsettled(socks []diagSocket, listeners map[uint64]bool, ports map[uint16]b
 		switch {
 		case d.state == tcpListen && listeners[d.inode]:
 			n += int(d.rqueue)
+		case (d.state == tcpSynRecv || d.state == tcpNewSynRecv) && ports[d.local.Port()]:
+			// A handshake begun before the steering ends in the listener
+			// that answered the SYN, maybe the original's; which one is not
+			// reported, so any on the port waits (they last microseconds).
+			n++
 		case d.state == tcpEstablished && held[d.inode] && ports[d.local.Port()]:
 			// Unread; nothing received yet; a first request not answered;
 			// a later one received after the last answer.
