@@ -26,13 +26,11 @@ import (
 
 func vmRunner(t *testing.T) string {
 	t.Helper()
-	if testutil.InVM() {
-		t.Skip("the runner boots the VM: it is tested on the host")
-	}
+	// make test-vm runs it on the host with CLONEBOT_VM_RUNNER set, and
+	// leaves it out of the host suite and of the guests (-skip).
+	testutil.Require(t, !testutil.InVM(), "the runner boots the VM itself: it is tested on the host (make test-vm)")
 	r := os.Getenv("CLONEBOT_VM_RUNNER")
-	if r == "" {
-		t.Skip("skipping: make test-vm runs this (CLONEBOT_VM_RUNNER names integration/vm/run)")
-	}
+	testutil.Require(t, r != "", "CLONEBOT_VM_RUNNER naming integration/vm/run (make test-vm sets it)")
 	testutil.RequireRoot(t)
 	return r
 }

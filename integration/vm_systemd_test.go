@@ -36,9 +36,10 @@ const (
 // requireSystemdGuest skips outside the systemd-booted guest.
 func requireSystemdGuest(t *testing.T) {
 	t.Helper()
-	if !testutil.InVM() || os.Getenv("CLONEBOT_VM_SYSTEMD") != "1" {
-		t.Skip("skipping: needs systemd as PID 1 in the test VM; 'make test-vm' runs it in its second, systemd-booted guest (integration/vm/run --systemd)")
-	}
+	// make test-vm runs it in its second, systemd-booted guest
+	// (integration/vm/run --systemd) and leaves it out elsewhere (-skip).
+	testutil.Require(t, testutil.InVM() && os.Getenv("CLONEBOT_VM_SYSTEMD") == "1",
+		"systemd as PID 1 in the test VM (CLONEBOT_VM_SYSTEMD=1: 'make test-vm' runs it in its systemd-booted guest)")
 	_, err := os.Stat("/run/systemd/system")
 	testutil.RequireVMFeature(t, err == nil, "systemd as PID 1 (/run/systemd/system)")
 	need(t)
