@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	osuser "os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -250,11 +251,18 @@ func TestLoadUpgradeGo(t *testing.T) {
 // startNginx starts nginx (master + 2 workers, user root, no reuseport)
 // on a free port and returns the master's PID and the port.
 func startNginx(t *testing.T) (int, int) {
+	return startNginxAs(t, "root")
+}
+
+// startNginxAs starts nginx (master as root, 2 workers as user, no
+// reuseport) on a free port and returns the master's PID and the port once
+// both workers run as user.
+func startNginxAs(t *testing.T, user string) (int, int) {
 	t.Helper()
-	nginx := testutil.RequireBinary(t, "nginx")
+	nginx := testutil.RequireBinary(t, "/usr/sbin/nginx")
 	dir := t.TempDir()
 	port := freePort(t)
-	conf := fmt.Sprintf(`user root;
+	conf := fmt.Sprintf(`user %[3]s;
 worker_processes 2;
 daemon on;
 pid %[1]s/nginx.pid;
@@ -272,7 +280,7 @@ http {
         location / { return 200 "nginx $pid\n"; }
     }
 }
-`, dir, port)
+`, dir, port, user)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644))
 	out, err := exec.Command(nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf")).CombinedOutput()
 	require.NoError(t, err, "start nginx: %s", out)
@@ -281,10 +289,21 @@ http {
 	require.Greater(t, master, 0)
 	t.Cleanup(func() { killChildren(master); _ = syscall.Kill(master, syscall.SIGKILL) })
 	waitListening(t, fmt.Sprintf("127.0.0.1:%d", port))
-	// The master listens before it forks its workers.
-	for deadline := time.Now().Add(20 * time.Second); len(children(master)) < 2; {
-		require.True(t, time.Now().Before(deadline), "nginx master %d did not start its 2 workers", master)
+	// The master listens before it forks its workers, and a worker runs
+	// as root until it has switched to user.
+	u, err := osuser.Lookup(user)
+	require.NoError(t, err)
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		ws, ready := children(master), 0
+		for _, w := range ws {
+			if f := strings.Fields(procStatusField(t, w, "Uid")); len(f) == 4 && f[0] == u.Uid && f[3] == u.Uid {
+				ready++
+			}
+		}
+		if len(ws) == 2 && ready == 2 {
+			return master, port
+		}
+		require.True(t, time.Now().Before(deadline), "nginx master %d: %d workers, %d of them as %s, after 20s; want 2", master, len(ws), ready, user)
 		time.Sleep(10 * time.Millisecond)
 	}
-	return master, port
 }

@@ -113,10 +113,7 @@ func TestVMCloneNginxWWWData(t *testing.T) {
 	st := status(t, d)
 	testutil.RequireVMFeature(t, st.Capabilities["sys_resource"], "clonebotd with CAP_SYS_RESOURCE (capabilities "+fmt.Sprint(st.Capabilities)+")")
 
-	dir, port := startNginxAs(t, "www-data")
-	master := 0
-	fmt.Sscan(waitFile(t, filepath.Join(dir, "nginx.pid")), &master)
-	require.Greater(t, master, 0)
+	master, port := startNginxAs(t, "www-data")
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	workers := children(master)
 	require.Len(t, workers, 2)

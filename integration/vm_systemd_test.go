@@ -14,11 +14,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	osuser "os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -156,9 +154,7 @@ func TestVMSystemdService(t *testing.T) {
 	removeAndCheck(t, d, lrec)
 
 	// nginx, workers as www-data: uids, rlimits of other uids.
-	nginxDir, port := startNginxAs(t, "www-data")
-	master := 0
-	fmt.Sscan(waitFile(t, filepath.Join(nginxDir, "nginx.pid")), &master)
+	master, port := startNginxAs(t, "www-data")
 	nrec := d.clone(t, api.CloneRequest{PID: master})
 	checkClone(t, d, master, nrec)
 	for _, w := range children(nrec.PID) {
@@ -202,58 +198,6 @@ func TestVMSystemdService(t *testing.T) {
 	assert.True(t, os.IsNotExist(err), "socket left behind after stop")
 	_, _ = systemctl(t, "start", "clonebotd")
 	removeAndCheck(t, d, rec)
-}
-
-// startNginxAs starts nginx (master as root, 2 workers as user) on a free
-// port and returns its directory and port.
-func startNginxAs(t *testing.T, user string) (string, int) {
-	t.Helper()
-	dir := t.TempDir()
-	port := freePort(t)
-	conf := fmt.Sprintf(`user %[3]s;
-worker_processes 2;
-daemon on;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log;
-events { worker_connections 128; }
-http {
-    access_log off;
-    client_body_temp_path %[1]s/body;
-    proxy_temp_path %[1]s/proxy;
-    fastcgi_temp_path %[1]s/fastcgi;
-    uwsgi_temp_path %[1]s/uwsgi;
-    scgi_temp_path %[1]s/scgi;
-    server {
-        listen 127.0.0.1:%[2]d;
-        location / { return 200 "nginx $pid\n"; }
-    }
-}
-`, dir, port, user)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644))
-	out, err := runCmd("/usr/sbin/nginx", "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
-	require.NoError(t, err, "start nginx: %s", out)
-	master := 0
-	fmt.Sscan(waitFile(t, filepath.Join(dir, "nginx.pid")), &master)
-	t.Cleanup(func() { _ = syscall.Kill(master, syscall.SIGKILL); killChildren(master) })
-	waitListening(t, fmt.Sprintf("127.0.0.1:%d", port))
-	// The master listens before it forks its workers, and a worker runs
-	// as root until it has switched to user.
-	u, err := osuser.Lookup(user)
-	require.NoError(t, err)
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		ws, ready := children(master), 0
-		for _, w := range ws {
-			if f := strings.Fields(procStatusField(t, w, "Uid")); len(f) == 4 && f[0] == u.Uid && f[3] == u.Uid {
-				ready++
-			}
-		}
-		if len(ws) == 2 && ready == 2 {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "nginx master %d: %d workers, %d of them as %s, after 20s; want 2", master, len(ws), ready, user)
-		time.Sleep(10 * time.Millisecond)
-	}
-	return dir, port
 }
 
 // TestVMCloneJournaldService clones services whose stdout and stderr are
