@@ -264,7 +264,7 @@ func (m *Manager) probe(ctx context.Context, rec *api.Clone, listeners []handove
 	passes := 0
 	var last error
 	for {
-		err := m.checkReplacement(rec, listeners)
+		_, err := m.checkReplacement(rec, listeners)
 		if err != nil {
 			return err // dead or not listening: no point waiting
 		}
@@ -289,8 +289,9 @@ func (m *Manager) probe(ctx context.Context, rec *api.Clone, listeners []handove
 	}
 }
 
-// checkReplacement fails when the replacement died or stopped listening.
-func (m *Manager) checkReplacement(rec *api.Clone, listeners []handover.Socket) error {
+// checkReplacement fails when the replacement died or stopped listening;
+// else it returns the replacement's sockets.
+func (m *Manager) checkReplacement(rec *api.Clone, listeners []handover.Socket) ([]handover.Socket, error) {
 	m.mu.Lock()
 	e, ok := m.clones[rec.ID]
 	var exited bool
@@ -303,15 +304,15 @@ func (m *Manager) checkReplacement(rec *api.Clone, listeners []handover.Socket) 
 	}
 	m.mu.Unlock()
 	if !ok || exited || !m.opts.Proc.Exists(rec.PID) {
-		return fmt.Errorf("the replacement (PID %d) exited", rec.PID)
+		return nil, fmt.Errorf("the replacement (PID %d) exited", rec.PID)
 	}
 	pids, err := m.opts.Proc.Tree(rec.PID)
 	if err != nil {
-		return fmt.Errorf("the replacement (PID %d) exited", rec.PID)
+		return nil, fmt.Errorf("the replacement (PID %d) exited", rec.PID)
 	}
 	socks, err := handover.FindSockets(m.opts.Proc, pids)
 	if err != nil {
-		return fmt.Errorf("read the replacement's sockets: %w", err)
+		return nil, fmt.Errorf("read the replacement's sockets: %w", err)
 	}
 	for _, l := range listeners {
 		found := false
@@ -322,10 +323,10 @@ func (m *Manager) checkReplacement(rec *api.Clone, listeners []handover.Socket) 
 			}
 		}
 		if !found {
-			return fmt.Errorf("the replacement (PID %d) does not listen on %s", rec.PID, l.Local)
+			return nil, fmt.Errorf("the replacement (PID %d) does not listen on %s", rec.PID, l.Local)
 		}
 	}
-	return nil
+	return socks, nil
 }
 
 func probeOnce(ctx context.Context, client *http.Client, hp *handoverPlan, listeners []handover.Socket) error {
@@ -374,7 +375,8 @@ func dialAddr(s handover.Socket) string {
 func (m *Manager) drain(ctx context.Context, rec *api.Clone, origPID int, origTree []int, listeners []handover.Socket, hp *handoverPlan, info *api.TakeoverInfo) error {
 	before := migratedRequests()
 	defer func() { info.RequestsMigrated = migratedRequests() - before }()
-	if err := m.checkReplacement(rec, listeners); err != nil {
+	socks, err := m.checkReplacement(rec, listeners)
+	if err != nil {
 		return fmt.Errorf("before the drain: %w; the original was not signalled", err)
 	}
 	pidfd, err := unix.PidfdOpen(origPID, 0)
@@ -391,7 +393,7 @@ func (m *Manager) drain(ctx context.Context, rec *api.Clone, origPID int, origTr
 		info.ListenerShutdown = true
 		waitConnectionsDone(m.opts.Proc, origTree, listeners, deadline)
 	} else {
-		unsteer := m.steerAway(rec, origPID, listeners, info)
+		unsteer := m.steerAway(rec, origPID, listeners, socks, info)
 		defer unsteer()
 		_ = failpoint.Inject("during-settle")
 		if info.Steered {
@@ -408,7 +410,10 @@ func (m *Manager) drain(ctx context.Context, rec *api.Clone, origPID int, origTr
 	exited, replacementDied := false, false
 	for !exited && time.Now().Before(deadline) {
 		exited = waitPidfd(ctx, pidfd, min(time.Until(deadline), 200*time.Millisecond))
-		if !exited && m.checkReplacement(rec, nil) != nil {
+		if exited {
+			break
+		}
+		if _, err := m.checkReplacement(rec, nil); err != nil {
 			replacementDied = true
 			break
 		}
@@ -428,7 +433,7 @@ func (m *Manager) drain(ctx context.Context, rec *api.Clone, origPID int, origTr
 		waitPidfd(context.Background(), pidfd, 10*time.Second)
 	}
 	info.DrainMS = ms(time.Since(t))
-	if err := m.checkReplacement(rec, nil); err != nil {
+	if _, err := m.checkReplacement(rec, nil); err != nil {
 		return fault.New(fault.Failed, fmt.Sprintf("the replacement died during the drain of PID %d: %v", origPID, err),
 			"nothing serves the port now: restart the service", nil)
 	}
@@ -440,21 +445,11 @@ func (m *Manager) drain(ctx context.Context, rec *api.Clone, origPID int, origTr
 const maxSettle = time.Second
 
 // steerAway sends every new connection on the original's ports to the
-// replacement's listeners, so that none reaches the original while it
+// replacement's listeners (among socks, the replacement's sockets), so that none reaches the original while it
 // drains. It returns what puts the kernel's own choice back, to be called
 // once the original is gone (or the drain gave up). When steering is not
 // possible the drain goes on without, and info says why.
-func (m *Manager) steerAway(rec *api.Clone, origPID int, listeners []handover.Socket, info *api.TakeoverInfo) func() {
-	pids, err := m.opts.Proc.Tree(rec.PID)
-	if err != nil {
-		info.SteerError = fmt.Sprintf("the replacement (PID %d) exited", rec.PID)
-		return func() {}
-	}
-	socks, err := handover.FindSockets(m.opts.Proc, pids)
-	if err != nil {
-		info.SteerError = err.Error()
-		return func() {}
-	}
+func (m *Manager) steerAway(rec *api.Clone, origPID int, listeners, socks []handover.Socket, info *api.TakeoverInfo) func() {
 	// An upgrade that shares the original's very socket cannot be told
 	// apart from it: steerFrom finds no listener of its own then.
 	undo, err := m.steerFrom(listeners, socks, "the replacement")
