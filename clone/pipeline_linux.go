@@ -158,13 +158,31 @@ func exitedBeforeClone(pid int) error {
 	return fault.New(fault.NotFound, fmt.Sprintf("PID %d exited before it could be cloned", pid), "there is nothing left to clone", nil)
 }
 
+// exited reports whether a step that failed with err failed because the
+// target is exiting or gone: ESRCH (pidfd_getfd's answer for a process that
+// has freed its files), or a process that is no longer alive. A process
+// killed a moment ago may still look alive in /proc while its files are
+// already gone, so the error is asked first.
+func (m *Manager) exited(pid int, err error) bool {
+	return errors.Is(err, unix.ESRCH) || !m.opts.Proc.Alive(pid)
+}
+
 func refuse(pid int, what, hint string) error {
 	return fault.New(fault.Refused, fmt.Sprintf("cannot clone PID %d: %s", pid, what), hint, nil)
 }
 
 // preflight reads the target tree and refuses, with the cause and the
-// remedy, whatever cannot work. Nothing is changed yet.
+// remedy, whatever cannot work. Nothing is changed yet. A target that exits
+// while it is read is a 404, whichever read noticed first.
 func (m *Manager) preflight(req api.CloneRequest, who Caller) (*plan, error) {
+	p, err := m.readPlan(req, who)
+	if err != nil && fault.Is(err, fault.Internal) && m.exited(req.PID, err) {
+		return nil, fault.New(fault.NotFound, fmt.Sprintf("no process with PID %d", req.PID), "it exited during preflight", nil)
+	}
+	return p, err
+}
+
+func (m *Manager) readPlan(req api.CloneRequest, who Caller) (*plan, error) {
 	pid := req.PID
 	pfs := m.opts.Proc
 	p := &plan{pid: pid}
@@ -495,7 +513,7 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 	if !c.req.IsolateNet {
 		owners, err := listenerOwners(p.sockets)
 		if err != nil {
-			if !m.opts.Proc.Exists(p.pid) {
+			if m.exited(p.pid, err) {
 				return nil, exitedBeforeClone(p.pid)
 			}
 			return nil, fault.New(fault.Failed, fmt.Sprintf("read the owners of the listeners of PID %d", p.pid), "", err)
@@ -518,7 +536,7 @@ func (c *making) run(ctx context.Context, tm *api.Timings, t0 time.Time) (*api.C
 			continue
 		}
 		if err := handover.SetReusePort(s, true); err != nil {
-			if !m.opts.Proc.Exists(p.pid) {
+			if m.exited(p.pid, err) {
 				return nil, exitedBeforeClone(p.pid)
 			}
 			return nil, fault.New(fault.Failed, fmt.Sprintf("set SO_REUSEPORT on %s of PID %d", s.Local, s.PID), "the clone could not bind beside the original without it", err)
@@ -901,7 +919,7 @@ func (m *Manager) register(e *entry) error {
 // criuFault turns a CRIU failure into a user-facing error that names the
 // target, the phase, CRIU's own lines and where its log was kept.
 func (c *making) criuFault(phase string, err error) error {
-	if phase == "checkpoint" && !c.m.opts.Proc.Exists(c.p.pid) {
+	if phase == "checkpoint" && c.m.exited(c.p.pid, nil) {
 		return exitedBeforeClone(c.p.pid)
 	}
 	var ce *criu.Error
@@ -1003,7 +1021,7 @@ func ranAndExited(r nsinit.Report) bool {
 // restore (how: its exit code, or when).
 func (c *making) exitedAfterRestore(how string) error {
 	p := c.p
-	if !c.m.opts.Proc.Exists(p.pid) {
+	if !c.m.opts.Proc.Alive(p.pid) {
 		// The original was about to exit, and so was its copy.
 		return fault.New(fault.NotFound, fmt.Sprintf("PID %d exited while it was cloned, and its clone right after its restore (%s)", p.pid, how),
 			"there is nothing left to clone", nil)

@@ -303,7 +303,7 @@ func (m *Manager) checkReplacement(rec *api.Clone, listeners []handover.Socket) 
 		}
 	}
 	m.mu.Unlock()
-	if !ok || exited || !m.opts.Proc.Exists(rec.PID) {
+	if !ok || exited || !m.opts.Proc.Alive(rec.PID) {
 		return nil, fmt.Errorf("the replacement (PID %d) exited", rec.PID)
 	}
 	pids, err := m.opts.Proc.Tree(rec.PID)

@@ -239,6 +239,18 @@ func (p FS) Exists(pid int) bool {
 	return err == nil
 }
 
+// Alive reports whether PID is a process that has not exited: /proc/PID
+// exists and its state is neither zombie (Z) nor dead (X). A process killed a
+// moment ago is a zombie until its parent reaps it; its memory and files are
+// gone already, so nothing can be taken from it.
+func (p FS) Alive(pid int) bool {
+	st, err := p.Stat(pid)
+	if err != nil {
+		return false
+	}
+	return st.State != 'Z' && st.State != 'X'
+}
+
 // parseFile opens path and parses it with parse. A *ParseError gets Path set;
 // other errors are wrapped with the path.
 func parseFile[T any](path string, parse func(io.Reader) (T, error)) (T, error) {

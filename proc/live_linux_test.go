@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/clonebot/clonebot/internal/testutil"
 )
@@ -404,4 +405,43 @@ func socketPair() (*os.File, *os.File, error) {
 		return nil, nil, err
 	}
 	return os.NewFile(uintptr(fds[0]), "a"), os.NewFile(uintptr(fds[1]), "b"), nil
+}
+
+// TestAlive: a running process is alive; a killed one is not, already while
+// it is a zombie waiting for its parent.
+func TestAlive(t *testing.T) {
+	if !Default.Alive(os.Getpid()) {
+		t.Fatalf("Alive(self): got false; want true")
+	}
+	if Default.Alive(noSuchPID) || Default.Alive(0) || Default.Alive(-1) {
+		t.Fatalf("Alive of a missing PID: got true; want false")
+	}
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start sleep: %v", err)
+	}
+	pid := cmd.Process.Pid
+	if !Default.Alive(pid) {
+		t.Errorf("Alive(sleep %d): got false; want true", pid)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// Not reaped yet: wait until the kernel has made it a zombie.
+	for i := 0; i < 1000; i++ {
+		if st, err := Default.Stat(pid); err == nil && st.State == 'Z' {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if !Default.Exists(pid) {
+		t.Fatalf("Exists(zombie %d): got false; want true before it is reaped", pid)
+	}
+	if Default.Alive(pid) {
+		t.Errorf("Alive(zombie %d): got true; want false", pid)
+	}
+	_ = cmd.Wait()
+	if Default.Alive(pid) {
+		t.Errorf("Alive(reaped %d): got true; want false", pid)
+	}
 }

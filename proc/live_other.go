@@ -38,6 +38,9 @@ func (p FS) NetTCP(pid int) ([]Socket, error) { return nil, ErrUnsupported }
 // Exists reports whether /proc/PID exists; it is always false on this OS.
 func (p FS) Exists(pid int) bool { return false }
 
+// Alive reports whether PID is a live process; it is always false on this OS.
+func (p FS) Alive(pid int) bool { return false }
+
 // SocketHolders finds the holders of a socket; it returns ErrUnsupported on this OS.
 func (p FS) SocketHolders(inode uint64, max int) ([]int, error) { return nil, ErrUnsupported }
 
