@@ -41,6 +41,12 @@ func TestPrepareImageDir(t *testing.T) {
 	if a.Dev == b.Dev {
 		t.Errorf("%s is on the same file system as %s; want a tmpfs of its own", img, shared)
 	}
+	if policy, ok := hugeImages(img); !ok || policy != imageHuge {
+		t.Errorf("hugeImages(%s): got %q, %v; want %q, true (page images get huge folios)", img, policy, ok, imageHuge)
+	}
+	if policy, ok := hugeImages(shared); ok || policy != "" {
+		t.Errorf("hugeImages(%s) of a tmpfs without huge=: got %q, %v; want \"\", false", shared, policy, ok)
+	}
 	if fi, err := os.Stat(img); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("mode of %s: got %v (%v); want 0700", img, fi.Mode().Perm(), err)
 	}

@@ -213,12 +213,59 @@ func prepareImageDir(dir string) (mounted bool, err error) {
 	}
 	mountRoot := stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 && stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0
 	if st.Type != unix.TMPFS_MAGIC || !mountRoot {
-		if err := unix.Mount("clonebot-images", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0700"); err != nil {
+		const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+		// huge=within_size: the page images (hundreds of MiB written by
+		// splice in large chunks) get huge folios, the small images 4 KiB
+		// pages. CRIU's dump writes into the tmpfs with the target frozen,
+		// and allocating 2 MiB at a time instead of 4 KiB cut that write
+		// by a third (1 GiB heap: memwrite 540 -> 290 ms, frozen 630 ->
+		// 410 ms, interleaved runs). A kernel without THP for tmpfs
+		// refuses the option: the plain tmpfs is just slower.
+		err := unix.Mount("clonebot-images", dir, "tmpfs", flags, "mode=0700,huge="+imageHuge)
+		if err != nil {
+			err = unix.Mount("clonebot-images", dir, "tmpfs", flags, "mode=0700")
+		}
+		if err != nil {
 			return false, fmt.Errorf("mount a tmpfs on image dir %s: %w (images must stay off disks; pass --image-dir on a tmpfs)", dir, err)
 		}
 		mounted = true
 	}
 	return mounted, os.Chmod(dir, 0o700)
+}
+
+// imageHuge is the tmpfs huge-page policy of the image dir clonebotd mounts.
+const imageHuge = "within_size"
+
+// hugeImages reports the huge= option of the tmpfs mounted at dir ("" when
+// it has none, or dir is no mount point), and whether the kernel honours it
+// (/sys/kernel/mm/transparent_hugepage/shmem_enabled is not "deny").
+func hugeImages(dir string) (policy string, ok bool) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	mounts, err := cgroup.ParseMountinfo(f)
+	if err != nil {
+		return "", false
+	}
+	dir = filepath.Clean(dir)
+	for _, mt := range mounts { // the last mount on dir is the visible one
+		if mt.MountPoint != dir || mt.FSType != "tmpfs" {
+			continue
+		}
+		policy = ""
+		for o := range strings.SplitSeq(mt.SuperOptions, ",") {
+			if v, found := strings.CutPrefix(o, "huge="); found {
+				policy = v
+			}
+		}
+	}
+	if policy == "" || policy == "never" {
+		return policy, false
+	}
+	b, _ := os.ReadFile("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+	return policy, !strings.Contains(string(b), "[deny]")
 }
 
 // probeCRIU (re)checks CRIU; it keeps a good result.

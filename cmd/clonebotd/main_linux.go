@@ -65,7 +65,7 @@ func run(args []string, stderr io.Writer) int {
 	var c config
 	fs.StringVar(&c.socket, "socket", api.DefaultSocket, "unix socket to serve the API on (mode 0660, group "+SocketGroup+")")
 	fs.StringVar(&c.stateDir, "state-dir", "/var/lib/clonebot", "clone records and CRIU logs (mode 0700)")
-	fs.StringVar(&c.imageDir, "image-dir", "/run/clonebot/images", "checkpoint images while a clone is made; a private tmpfs is mounted here unless one already is")
+	fs.StringVar(&c.imageDir, "image-dir", "/run/clonebot/images", "checkpoint images while a clone is made; a private tmpfs (huge=within_size) is mounted here unless one already is")
 	fs.StringVar(&c.criuPath, "criu", "", "criu binary (default: criu on PATH)")
 	fs.StringVar(&c.journalSocket, "journal-socket", journal.DefaultStdoutSocket, "journald's stdout stream socket: a target's streams to it (a systemd service's\nstdout and stderr) become new streams of the clone's own, under its identity")
 	fs.IntVar(&c.criuLogLevel, "criu-log-level", 2, "CRIU log verbosity 1..4 (higher levels slow the dump while the target is frozen)")
