@@ -51,13 +51,9 @@ var scaleRows []scaleRow
 // and growing thread count (1 to 200), once each, to show how the cost
 // grows and where it goes.
 func BenchmarkScaling(b *testing.B) {
-	var si syscall.Sysinfo_t
-	_ = syscall.Sysinfo(&si)
-	freeMiB := int(uint64(si.Freeram) * uint64(si.Unit) >> 20)
 	points := []struct{ heap, threads int }{{16, 1}, {64, 1}, {256, 1}, {1024, 1}, {4096, 1}, {16, 10}, {16, 50}, {16, 200}}
 	for _, pt := range points {
-		if pt.heap*3+1024 > freeMiB {
-			b.Logf("skipping the %d MiB point: %d MiB free, %d needed", pt.heap, freeMiB, pt.heap*3+1024)
+		if !heapFits(b, pt.heap) {
 			continue
 		}
 		b.Run(fmt.Sprintf("heap%dMiB-threads%d", pt.heap, pt.threads), func(b *testing.B) {
@@ -123,10 +119,25 @@ func BenchmarkTakeover(b *testing.B) {
 	}
 }
 
-// BenchmarkClone clones a small Go server and one with a 256 MiB heap, and
-// runs the raw CRIU CLI sequence (criu dump --leave-running --tcp-close to a
-// tmpfs, criu restore --restore-detached in a new PID and mount namespace)
-// on the same server in the same run, interleaved, reporting medians.
+// heapFits reports whether a server of heapMiB can be cloned here: the
+// original, its images and the clone each hold the heap, and 1 GiB is kept
+// for the rest. It logs why a point is left out.
+func heapFits(b *testing.B, heapMiB int) bool {
+	var si syscall.Sysinfo_t
+	_ = syscall.Sysinfo(&si)
+	freeMiB := int(uint64(si.Freeram) * uint64(si.Unit) >> 20)
+	if need := heapMiB*3 + 1024; need > freeMiB {
+		b.Logf("leaving out the %d MiB heap: %d MiB free, %d needed", heapMiB, freeMiB, need)
+		return false
+	}
+	return true
+}
+
+// BenchmarkClone clones a small Go server and ones with 256 MiB, 1 GiB and
+// (where memory allows) 4 GiB heaps, and runs the raw CRIU CLI sequence
+// (criu dump --leave-running --tcp-close to a tmpfs, criu restore
+// --restore-detached in a new PID and mount namespace) on the same server
+// in the same run, interleaved, reporting medians.
 func BenchmarkClone(b *testing.B) {
 	for _, bc := range []struct {
 		name string
@@ -135,7 +146,11 @@ func BenchmarkClone(b *testing.B) {
 		{"small", 0},
 		{"heap256MiB", 256},
 		{"heap1GiB", 1024},
+		{"heap4GiB", 4096},
 	} {
+		if !heapFits(b, bc.heap) {
+			continue
+		}
 		b.Run(bc.name, func(b *testing.B) { benchOne(b, bc.name, bc.heap) })
 	}
 }
