@@ -103,8 +103,7 @@ func benchPrecopy(b *testing.B, d *daemon, heapMiB, perSec int) {
 			plainTotal = append(plainTotal, rec.TimingsMS.Total)
 		}
 		runRaw := func() {
-			_, _, fz := rawCRIU(b, srv.pid)
-			raw = append(raw, fz)
+			raw = append(raw, rawCRIU(b, srv.pid).frozenMS)
 		}
 		// Each goes first in turn.
 		steps := []func(){runPre, runPlain, runRaw}

@@ -45,6 +45,7 @@ type benchRow struct {
 	heapMiB                 int
 	servingMS, residentMS   float64
 	memcpyMS                float64
+	copiedMiB, rawCopiedMiB float64 // memory the dumps wrote
 	cloneMS, cloneFrozenMS  float64
 	rawMS, rawFrozenMS      float64
 	rawDumpMS, rawRestoreMS float64
@@ -173,7 +174,7 @@ func BenchmarkClone(b *testing.B) {
 func benchOne(b *testing.B, name string, heapMiB int) {
 	d := startDaemon(b)
 	srv := startGoServer(b, "-reuseport", "-heap", fmt.Sprint(heapMiB))
-	var clone, cloneFrozen, raw, rawFrozen, rawDump, rawRestore, serving, resident []float64
+	var clone, cloneFrozen, raw, rawFrozen, rawDump, rawRestore, serving, resident, copied, rawCopied []float64
 	var phases []api.Timings
 	for i := 0; i < b.N*repsFor(heapMiB); i++ {
 		// Raw CRIU first on odd runs, clonebot first on even ones.
@@ -186,6 +187,7 @@ func benchOne(b *testing.B, name string, heapMiB int) {
 			cloneFrozen = append(cloneFrozen, rec.FrozenMS)
 			phases = append(phases, rec.TimingsMS)
 			serving = append(serving, rec.TimingsMS.Serving)
+			copied = append(copied, float64(rec.DumpedBytes))
 			final := waitResident(b, d, rec.ID)
 			resident = append(resident, final.TimingsMS.Resident)
 			if _, err := d.c.DeleteClone(ctx(b), rec.ID); err != nil {
@@ -193,11 +195,12 @@ func benchOne(b *testing.B, name string, heapMiB int) {
 			}
 		}
 		runRaw := func() {
-			dm, rm, fz := rawCRIU(b, srv.pid)
-			raw = append(raw, dm+rm)
-			rawDump = append(rawDump, dm)
-			rawRestore = append(rawRestore, rm)
-			rawFrozen = append(rawFrozen, fz)
+			r := rawCRIU(b, srv.pid)
+			raw = append(raw, r.dumpMS+r.restoreMS)
+			rawDump = append(rawDump, r.dumpMS)
+			rawRestore = append(rawRestore, r.restoreMS)
+			rawFrozen = append(rawFrozen, r.frozenMS)
+			rawCopied = append(rawCopied, float64(r.copiedBytes))
 		}
 		if i%2 == 0 {
 			runClone()
@@ -209,7 +212,8 @@ func benchOne(b *testing.B, name string, heapMiB int) {
 	}
 	row := benchRow{name: name, heapMiB: heapMiB, cloneMS: median(clone), cloneFrozenMS: median(cloneFrozen), rawMS: median(raw),
 		rawFrozenMS: median(rawFrozen), rawDumpMS: median(rawDump), rawRestoreMS: median(rawRestore), clonePhases: medianPhases(phases),
-		servingMS: median(serving), residentMS: median(resident), memcpyMS: memcpyMS(heapMiB)}
+		servingMS: median(serving), residentMS: median(resident), memcpyMS: memcpyMS(heapMiB),
+		copiedMiB: median(copied) / (1 << 20), rawCopiedMiB: median(rawCopied) / (1 << 20)}
 	b.ReportMetric(row.servingMS, "serving-ms")
 	b.ReportMetric(row.residentMS, "resident-ms")
 	b.ReportMetric(row.servingMS/row.rawMS, "serving/raw")
@@ -224,12 +228,11 @@ func benchOne(b *testing.B, name string, heapMiB int) {
 	benchMu.Unlock()
 }
 
-// rawCRIU runs the CRIU CLI sequence by hand and returns the dump and
-// restore wall times and the frozen time CRIU reports, in ms. It runs as
-// CRIU runs for a user on this host without clonebot: CRIU keeps no
+// rawCRIU runs the CRIU CLI sequence by hand and returns what it took. It
+// runs as CRIU runs for a user on this host without clonebot: CRIU keeps no
 // kerndat cache where /run is not a tmpfs, so the cache clonebotd installs
 // there is moved aside for the raw runs.
-func rawCRIU(b *testing.B, pid int) (dumpMS, restoreMS, frozenMS float64) {
+func rawCRIU(b *testing.B, pid int) (r rawRun) {
 	if restore := asideKerndat(b); restore != nil {
 		defer restore()
 	}
@@ -244,14 +247,15 @@ func rawCRIU(b *testing.B, pid int) (dumpMS, restoreMS, frozenMS float64) {
 	// half-way into its accept queue, which CRIU refuses without it
 	// (clonebot passes the same).
 	out, err := exec.Command("criu", "dump", "-t", fmt.Sprint(pid), "-D", dir, "--leave-running", "--tcp-close", "--skip-in-flight", "-o", "dump.log").CombinedOutput()
-	dumpMS = msSince(t0)
+	r.dumpMS = msSince(t0)
 	if err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "dump.log"))
 		b.Fatalf("criu dump: %v\n%s\n%s", err, out, tail(string(log), 20))
 	}
 	if f, err := os.Open(dir); err == nil {
 		if st, err := stats.CriuGetDumpStats(f); err == nil {
-			frozenMS = float64(st.GetFreezingTime()+st.GetFrozenTime()) / 1000
+			r.frozenMS = float64(st.GetFreezingTime()+st.GetFrozenTime()) / 1000
+			r.copiedBytes = int64(st.GetPagesWritten()) * int64(os.Getpagesize())
 		}
 		f.Close()
 	}
@@ -266,7 +270,7 @@ func rawCRIU(b *testing.B, pid int) (dumpMS, restoreMS, frozenMS float64) {
 		b.Fatal(err)
 	}
 	line, _ := bufio.NewReader(stdout).ReadString('\n')
-	restoreMS = msSince(t1)
+	r.restoreMS = msSince(t1)
 	if strings.TrimSpace(line) != "restored" {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
@@ -278,7 +282,14 @@ func rawCRIU(b *testing.B, pid int) (dumpMS, restoreMS, frozenMS float64) {
 		_ = syscall.Kill(c, syscall.SIGKILL)
 	}
 	_ = cmd.Wait()
-	return dumpMS, restoreMS, frozenMS
+	return r
+}
+
+// rawRun is one raw CRIU dump and restore: wall times and the frozen time
+// CRIU reports in ms, and the memory its dump wrote.
+type rawRun struct {
+	dumpMS, restoreMS, frozenMS float64
+	copiedBytes                 int64
 }
 
 // asideKerndat moves /run/criu.kdat away when /run is not a tmpfs (where
@@ -413,11 +424,11 @@ const notesHeading = "## Notes"
 func writeCloneTables(sb *strings.Builder) {
 	fmt.Fprintf(sb, "Each figure is the median of %d interleaved repetitions of the same server (%d for the small one, whose ~10 ms freeze is within the noise), clonebot and the raw CRIU CLI sequence taking turns; these machines are noisy (±50%% between identical dumps), so compare the ratios of one run.\n\n", benchReps, smallReps)
 	sb.WriteString("Raw CRIU: `criu dump --leave-running --tcp-close --skip-in-flight` to a tmpfs, then `criu restore --tcp-close --restore-detached` in a new PID and mount namespace (sh as its PID 1), timed until criu returns. clonebot: the API's `timings_ms.total` (preflight, placement, cgroup, namespace init, dump, restore, pinning and verification) and `frozen_ms`. Frozen times are CRIU's own `freezing_time + frozen_time` for both.\n\n")
-	sb.WriteString("| target | clone serving | clone resident | clonebot total | raw CRIU dump+restore | serving ratio | total ratio | clonebot frozen | raw CRIU frozen | frozen ratio | memcpy of the heap |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	sb.WriteString("| target | clone serving | clone resident | clonebot total | raw CRIU dump+restore | serving ratio | total ratio | clonebot frozen | raw CRIU frozen | frozen ratio | memory copied (clonebot / raw) | memcpy of the heap |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range benchRows {
-		fmt.Fprintf(sb, "| %s | %.1f ms | %.1f ms | %.1f ms | %.1f ms (%.1f + %.1f) | %.2fx | %.2fx | %.1f ms | %.1f ms | %.2fx | %.1f ms |\n",
+		fmt.Fprintf(sb, "| %s | %.1f ms | %.1f ms | %.1f ms | %.1f ms (%.1f + %.1f) | %.2fx | %.2fx | %.1f ms | %.1f ms | %.2fx | %.1f / %.1f MiB | %.1f ms |\n",
 			r.name, r.servingMS, r.residentMS, r.cloneMS, r.rawMS, r.rawDumpMS, r.rawRestoreMS, r.servingMS/r.rawMS, r.cloneMS/r.rawMS,
-			r.cloneFrozenMS, r.rawFrozenMS, r.cloneFrozenMS/r.rawFrozenMS, r.memcpyMS)
+			r.cloneFrozenMS, r.rawFrozenMS, r.cloneFrozenMS/r.rawFrozenMS, r.copiedMiB, r.rawCopiedMiB, r.memcpyMS)
 	}
 	sb.WriteString("\n`serving`: from the request to the clone running (restore done); `resident`: to its last page in (later than serving when memory is restored lazily, from 64 MiB on); `total`: until the API answers (placement and verification included). The memcpy column is one copy of the heap in this process: the physical bound for moving that memory once.\n")
 	sb.WriteString("\n## Where clonebot's time goes (medians, ms)\n\n| target | preflight | freeze | checkpoint | restore | place | total |\n|---|---|---|---|---|---|---|\n")
