@@ -39,6 +39,7 @@ type plan struct {
 	streams  []OutsideStream
 	ttyKeys  []string
 	rss      uint64
+	room     room
 	node     numa.Node
 	pinning  string
 	warnings []string
@@ -261,6 +262,9 @@ func (m *Manager) readPlan(req api.CloneRequest, who Caller) (*plan, error) {
 			p.shellJob = true // its session leader (a shell) stays behind
 		}
 		p.rss += pi.Status.VmRSS
+		own := pi.Status.RssAnon + pi.Status.RssShmem
+		p.room.dump += own
+		p.room.largest = max(p.room.largest, own)
 		p.tree = append(p.tree, *pi)
 	}
 
@@ -287,6 +291,10 @@ func (m *Manager) readPlan(req api.CloneRequest, who Caller) (*plan, error) {
 		}
 	}
 
+	m.measureRoom(&p.room)
+	if err := p.room.check(pid); err != nil {
+		return nil, err
+	}
 	if err := m.planPlacement(req, p); err != nil {
 		return nil, err
 	}

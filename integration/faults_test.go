@@ -265,7 +265,9 @@ func TestCRIUMissingOrBroken(t *testing.T) {
 	}
 }
 
-// TestImageDirFull: a tmpfs too small for the images.
+// TestImageDirFull: a tmpfs too small for the images is found before
+// anything is frozen: the clone is refused, naming the directory and the
+// remedy.
 func TestImageDirFull(t *testing.T) {
 	need(t)
 	small := t.TempDir()
@@ -278,7 +280,10 @@ func TestImageDirFull(t *testing.T) {
 	srv := startGoServer(t, "-heap", "32")
 	_, err := d.c.CreateClone(ctx(t), api.CloneRequest{PID: srv.pid})
 	ae := apiErr(t, err)
-	assert.Contains(t, ae.Hint, "image directory is full", "got hint %q", ae.Hint)
+	assert.Equal(t, 422, ae.StatusCode, "status: got %d (%s); want 422, refused in preflight", ae.StatusCode, ae.Message)
+	assert.Contains(t, ae.Message, fmt.Sprintf("PID %d", srv.pid), "message: got %q", ae.Message)
+	assert.Contains(t, ae.Message, "does not fit the image directory "+small, "message: got %q", ae.Message)
+	assert.Contains(t, ae.Hint, "--image-dir", "hint: got %q", ae.Hint)
 	originalIntact(t, srv, "", false)
 	nothingLeft(t, d, cgBefore, sysctl)
 }

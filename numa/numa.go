@@ -255,11 +255,19 @@ func FormatCPUList(cpus []int) string {
 	return b.String()
 }
 
-// ParseNodeMeminfo parses a nodeN/meminfo file ("Node 0 MemTotal:  24576000 kB")
-// and returns MemTotal and MemFree in bytes. The /proc/meminfo format
-// ("MemTotal:  24576000 kB") is accepted too. MemTotal is required; a missing
-// MemFree reads as 0.
-func ParseNodeMeminfo(r io.Reader) (total, free uint64, err error) {
+// Meminfo is what clonebot reads of a meminfo file, in bytes.
+type Meminfo struct {
+	Total, Free uint64
+	// Available is MemAvailable: what can be allocated without swapping
+	// (free memory plus reclaimable caches). Node files have none: 0.
+	Available uint64
+}
+
+// ParseMeminfo parses /proc/meminfo ("MemTotal:  24576000 kB") or a
+// nodeN/meminfo file ("Node 0 MemTotal:  24576000 kB"). MemTotal is
+// required; a missing MemFree or MemAvailable reads as 0.
+func ParseMeminfo(r io.Reader) (Meminfo, error) {
+	var mi Meminfo
 	sc := bufio.NewScanner(r)
 	haveTotal := false
 	for sc.Scan() {
@@ -270,28 +278,48 @@ func ParseNodeMeminfo(r io.Reader) (total, free uint64, err error) {
 		if len(f) == 0 {
 			continue
 		}
-		key := f[0]
-		if key != "MemTotal:" && key != "MemFree:" {
+		var dst *uint64
+		switch f[0] {
+		case "MemTotal:":
+			dst, haveTotal = &mi.Total, true
+		case "MemFree:":
+			dst = &mi.Free
+		case "MemAvailable:":
+			dst = &mi.Available
+		default:
 			continue
 		}
 		if len(f) != 3 || f[2] != "kB" {
-			return 0, 0, fmt.Errorf("meminfo: malformed line %q", sc.Text())
+			return Meminfo{}, fmt.Errorf("meminfo: malformed line %q", sc.Text())
 		}
 		kb, err := strconv.ParseUint(f[1], 10, 64)
 		if err != nil || kb > 1<<53 {
-			return 0, 0, fmt.Errorf("meminfo: malformed line %q", sc.Text())
+			return Meminfo{}, fmt.Errorf("meminfo: malformed line %q", sc.Text())
 		}
-		if key == "MemTotal:" {
-			total, haveTotal = kb*1024, true
-		} else {
-			free = kb * 1024
-		}
+		*dst = kb * 1024
 	}
 	if err := sc.Err(); err != nil {
-		return 0, 0, fmt.Errorf("meminfo: %w", err)
+		return Meminfo{}, fmt.Errorf("meminfo: %w", err)
 	}
 	if !haveTotal {
-		return 0, 0, errors.New("meminfo: no MemTotal line")
+		return Meminfo{}, errors.New("meminfo: no MemTotal line")
 	}
-	return total, free, nil
+	return mi, nil
+}
+
+// ParseNodeMeminfo parses a meminfo file (ParseMeminfo) and returns MemTotal
+// and MemFree in bytes.
+func ParseNodeMeminfo(r io.Reader) (total, free uint64, err error) {
+	mi, err := ParseMeminfo(r)
+	return mi.Total, mi.Free, err
+}
+
+// ReadMeminfo reads /proc/meminfo.
+func ReadMeminfo() (Meminfo, error) {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return Meminfo{}, err
+	}
+	defer f.Close()
+	return ParseMeminfo(f)
 }

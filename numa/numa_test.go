@@ -167,6 +167,32 @@ func TestParseNodeMeminfo(t *testing.T) {
 	}
 }
 
+func TestParseMeminfoAvailable(t *testing.T) {
+	mi, err := ParseMeminfo(strings.NewReader("MemTotal:       24682416 kB\nMemFree:        20000000 kB\nMemAvailable:   21000000 kB\nBuffers:  5 kB\n"))
+	if err != nil || mi != (Meminfo{Total: 24682416 << 10, Free: 20000000 << 10, Available: 21000000 << 10}) {
+		t.Fatalf("got %+v, %v; want total, free and available in bytes", mi, err)
+	}
+	if _, err := ParseMeminfo(strings.NewReader("MemTotal: 5 kB\nMemAvailable: 5 MB\n")); err == nil {
+		t.Fatalf("MemAvailable in MB: got no error; want one")
+	}
+	if mi, err := ReadMeminfo(); err != nil || mi.Total == 0 || mi.Available == 0 || mi.Available > mi.Total {
+		t.Fatalf("ReadMeminfo: got %+v, %v; want 0 < available <= total", mi, err)
+	}
+}
+
+// FuzzParseMeminfo: never panics; what it returns fits in the kB range.
+func FuzzParseMeminfo(f *testing.F) {
+	f.Add("MemTotal: 5 kB\nMemFree: 3 kB\nMemAvailable: 4 kB\n")
+	f.Add("Node 0 MemTotal:        4809284 kB\nNode 0 MemFree:         3482060 kB\n")
+	f.Add("MemAvailable: 18446744073709551615 kB\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		mi, err := ParseMeminfo(strings.NewReader(in))
+		if err == nil && (mi.Total > 1<<63 || mi.Free > 1<<63 || mi.Available > 1<<63) {
+			t.Fatalf("got %+v: beyond 2^53 kB", mi)
+		}
+	})
+}
+
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {

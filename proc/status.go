@@ -44,6 +44,10 @@ type Status struct {
 	// VmRSS is the resident set size and VmSize the virtual memory size, in
 	// bytes (the file gives kB). Both are 0 for kernel threads.
 	VmRSS, VmSize uint64
+	// RssAnon and RssShmem are the resident anonymous and shared-memory
+	// parts of VmRSS, in bytes: the pages a checkpoint writes out (file
+	// pages are read back from their files).
+	RssAnon, RssShmem uint64
 	// CpusAllowedList and MemsAllowedList are the CPUs and NUMA nodes the task
 	// may use, in list format such as "0-3,8".
 	CpusAllowedList, MemsAllowedList string
@@ -123,6 +127,10 @@ func ParseStatus(r io.Reader) (*Status, error) {
 			s.VmRSS, err = parseKB(val)
 		case "VmSize":
 			s.VmSize, err = parseKB(val)
+		case "RssAnon":
+			s.RssAnon, err = parseKB(val)
+		case "RssShmem":
+			s.RssShmem, err = parseKB(val)
 		case "Cpus_allowed_list":
 			s.CpusAllowedList = val
 		case "Mems_allowed_list":

@@ -20,7 +20,7 @@ func TestParseStatus(t *testing.T) {
 			Name: "cat", State: 'R', Tgid: 11435, Pid: 11435, PPid: 11382,
 			Threads: 1, NSpid: []int{11435}, NSpgid: []int{11382}, NSsid: []int{8208},
 			CapEff: fullCaps, CapBnd: fullCaps, CapPrm: fullCaps,
-			VmRSS: 1760 << 10, VmSize: 3060 << 10,
+			VmRSS: 1760 << 10, VmSize: 3060 << 10, RssAnon: 112 << 10,
 			CpusAllowedList: "0-1", MemsAllowedList: "0",
 		},
 	}, {
@@ -38,7 +38,7 @@ func TestParseStatus(t *testing.T) {
 			Name: "sleep", State: 'S', Tgid: 12236, Pid: 12236, PPid: 12234, Threads: 1,
 			NSpid: []int{12236, 1}, NSpgid: []int{12231, 0}, NSsid: []int{8208, 0},
 			CapEff: fullCaps, CapBnd: fullCaps, CapPrm: fullCaps,
-			VmRSS: 1788 << 10, VmSize: 2920 << 10,
+			VmRSS: 1788 << 10, VmSize: 2920 << 10, RssAnon: 108 << 10,
 			CpusAllowedList: "0-1", MemsAllowedList: "0", SigIgn: 6,
 		},
 	}, {
@@ -47,7 +47,7 @@ func TestParseStatus(t *testing.T) {
 			Name: "x) y\\z\tq\nr", State: 'R', Tgid: 11384, Pid: 11384, PPid: 11382, Threads: 1,
 			NSpid: []int{11384}, NSpgid: []int{11382}, NSsid: []int{8208},
 			CapEff: fullCaps, CapBnd: fullCaps, CapPrm: fullCaps,
-			VmRSS: 13472 << 10, VmSize: 16568 << 10,
+			VmRSS: 13472 << 10, VmSize: 16568 << 10, RssAnon: 6864 << 10,
 			CpusAllowedList: "0-1", MemsAllowedList: "0", SigIgn: 0x1001000, SigCgt: 2,
 		},
 	}}
