@@ -291,11 +291,13 @@ func (m *Manager) readPlan(req api.CloneRequest, who Caller) (*plan, error) {
 		}
 	}
 
-	m.measureRoom(&p.room)
-	if err := p.room.check(pid); err != nil {
+	// The chosen node's shortage is the more useful refusal ("pick another
+	// node"), so placement is checked first, then the host as a whole.
+	if err := m.planPlacement(req, p); err != nil {
 		return nil, err
 	}
-	if err := m.planPlacement(req, p); err != nil {
+	m.measureRoom(&p.room)
+	if err := p.room.check(pid); err != nil {
 		return nil, err
 	}
 	return p, nil
