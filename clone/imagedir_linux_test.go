@@ -61,3 +61,17 @@ func TestPrepareImageDir(t *testing.T) {
 		t.Errorf("prepareImageDir(%s) where a tmpfs is mounted: got mounted=true; want it reused", img)
 	}
 }
+
+func TestKernelAtLeast(t *testing.T) {
+	for _, tc := range []struct {
+		release string
+		want    bool
+	}{
+		{"6.18.44-fc-v445", true}, {"6.12.0", true}, {"6.11.9", false}, {"6.1.0-28-amd64", false},
+		{"7.0", true}, {"5.19.17", false}, {"", false}, {"garbage", false}, {"6", false},
+	} {
+		if got := kernelAtLeast(tc.release, 6, 12); got != tc.want {
+			t.Errorf("kernelAtLeast(%q, 6, 12): got %v; want %v", tc.release, got, tc.want)
+		}
+	}
+}

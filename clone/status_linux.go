@@ -4,6 +4,7 @@ package clone
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 
@@ -51,7 +52,9 @@ func (m *Manager) Status(ctx context.Context) api.Status {
 		}
 		st.Features["lazy_pages"] = feature(info.Features["lazy_pages"], nil)
 	}
-	if policy, ok := hugeImages(m.opts.ImageDir); ok {
+	if policy, ok := hugeImages(m.opts.ImageDir); ok && policy == "within_size" && !kernelAtLeast(st.Kernel, 6, 12) {
+		st.Features["image_huge_pages"] = api.Feature{Detail: "the image tmpfs at " + m.opts.ImageDir + " has huge=within_size, which gives page images (written by appending) huge pages only from Linux 6.12 on; this kernel is " + st.Kernel}
+	} else if ok {
 		st.Features["image_huge_pages"] = api.Feature{OK: true, Detail: "the image tmpfs at " + m.opts.ImageDir + " has huge=" + policy}
 	} else {
 		why := "no huge= option"
@@ -112,4 +115,14 @@ func probePidfdGetfd() api.Feature {
 	}
 	unix.Close(fd)
 	return api.Feature{OK: true}
+}
+
+// kernelAtLeast reports whether a kernel release string ("6.18.44-fc",
+// "6.1.0-28-amd64") is at least major.minor; an unreadable one is not.
+func kernelAtLeast(release string, major, minor int) bool {
+	var ma, mi int
+	if _, err := fmt.Sscanf(release, "%d.%d", &ma, &mi); err != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
 }
