@@ -39,7 +39,6 @@ type plan struct {
 	streams  []OutsideStream
 	ttyKeys  []string
 	rss      uint64
-	room     room
 	node     numa.Node
 	pinning  string
 	warnings []string
@@ -228,14 +227,12 @@ func (m *Manager) readPlan(req api.CloneRequest, who Caller) (*plan, error) {
 	for _, q := range pids {
 		inTree[q] = true
 	}
+	var rm room
 	for _, q := range pids {
 		pi, err := m.inspect(q)
 		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				if q == pid {
-					return nil, fault.New(fault.NotFound, fmt.Sprintf("no process with PID %d", pid), "it exited during preflight", nil)
-				}
-				continue // a child exited meanwhile
+			if errors.Is(err, os.ErrNotExist) && q != pid {
+				continue // a child exited meanwhile (the target: preflight's 404)
 			}
 			return nil, fault.New(fault.Internal, fmt.Sprintf("inspect PID %d of the tree of PID %d", q, pid), "", err)
 		}
@@ -263,8 +260,8 @@ func (m *Manager) readPlan(req api.CloneRequest, who Caller) (*plan, error) {
 		}
 		p.rss += pi.Status.VmRSS
 		own := pi.Status.RssAnon + pi.Status.RssShmem
-		p.room.dump += own
-		p.room.largest = max(p.room.largest, own)
+		rm.dump += own
+		rm.largest = max(rm.largest, own)
 		p.tree = append(p.tree, *pi)
 	}
 
@@ -296,8 +293,8 @@ func (m *Manager) readPlan(req api.CloneRequest, who Caller) (*plan, error) {
 	if err := m.planPlacement(req, p); err != nil {
 		return nil, err
 	}
-	m.measureRoom(&p.room)
-	if err := p.room.check(pid); err != nil {
+	m.measureRoom(&rm)
+	if err := rm.check(pid); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -929,7 +926,7 @@ func (m *Manager) register(e *entry) error {
 // criuFault turns a CRIU failure into a user-facing error that names the
 // target, the phase, CRIU's own lines and where its log was kept.
 func (c *making) criuFault(phase string, err error) error {
-	if phase == "checkpoint" && c.m.exited(c.p.pid, nil) {
+	if phase == "checkpoint" && !c.m.opts.Proc.Alive(c.p.pid) {
 		return exitedBeforeClone(c.p.pid)
 	}
 	var ce *criu.Error

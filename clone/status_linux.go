@@ -52,21 +52,7 @@ func (m *Manager) Status(ctx context.Context) api.Status {
 		}
 		st.Features["lazy_pages"] = feature(info.Features["lazy_pages"], nil)
 	}
-	if policy, ok := hugeImages(m.opts.ImageDir); ok && policy == "within_size" && !kernelAtLeast(st.Kernel, 6, 12) {
-		st.Features["image_huge_pages"] = api.Feature{Detail: "the image tmpfs at " + m.opts.ImageDir + " has huge=within_size, which gives page images (written by appending) huge pages only from Linux 6.12 on; this kernel is " + st.Kernel}
-	} else if ok {
-		st.Features["image_huge_pages"] = api.Feature{OK: true, Detail: "the image tmpfs at " + m.opts.ImageDir + " has huge=" + policy}
-	} else {
-		why := "no huge= option"
-		switch {
-		case policy == "never":
-			why = "huge=never"
-		case policy != "":
-			why = "huge=" + policy + ", but /sys/kernel/mm/transparent_hugepage/shmem_enabled is deny"
-		}
-		st.Features["image_huge_pages"] = api.Feature{Detail: "the image tmpfs at " + m.opts.ImageDir + " has no huge pages (" + why +
-			"): dumps write about a third slower; let clonebotd mount it (unmount it while clonebotd is stopped), or mount it with huge=" + imageHuge}
-	}
+	st.Features["image_huge_pages"] = imageHugeFeature(m.opts.ImageDir, st.Kernel)
 	st.Features["pidfd_getfd"] = probePidfdGetfd()
 	if _, err := os.Stat("/proc/sys/net/ipv4/tcp_migrate_req"); err == nil {
 		st.Features["tcp_migrate_req"] = api.Feature{OK: true}
@@ -115,6 +101,28 @@ func probePidfdGetfd() api.Feature {
 	}
 	unix.Close(fd)
 	return api.Feature{OK: true}
+}
+
+// imageHugeFeature says whether the page images in the tmpfs at dir get
+// huge pages on this kernel (release), and if not, why and what to do.
+func imageHugeFeature(dir, release string) api.Feature {
+	policy, ok := hugeImages(dir)
+	at := "the image tmpfs at " + dir
+	var why string
+	switch {
+	case ok && policy == "within_size" && !kernelAtLeast(release, 6, 12):
+		return api.Feature{Detail: at + " has huge=within_size, which gives page images (written by appending) huge pages only from Linux 6.12 on; this kernel is " + release}
+	case ok:
+		return api.Feature{OK: true, Detail: at + " has huge=" + policy}
+	case policy == "":
+		why = "no huge= option"
+	case policy == "never":
+		why = "huge=never"
+	default:
+		why = "huge=" + policy + ", but /sys/kernel/mm/transparent_hugepage/shmem_enabled is deny"
+	}
+	return api.Feature{Detail: at + " has no huge pages (" + why +
+		"): dumps write about a third slower; let clonebotd mount it (unmount it while clonebotd is stopped), or mount it with huge=" + imageHuge}
 }
 
 // kernelAtLeast reports whether a kernel release string ("6.18.44-fc",

@@ -34,9 +34,7 @@ func (m *Manager) planStreams(pid int, tree []ProcInfo) ([]OutsideStream, error)
 	}
 	socks, err := unixdiag.Dump(pid)
 	if err != nil {
-		if !m.opts.Proc.Alive(pid) {
-			return nil, fault.New(fault.NotFound, fmt.Sprintf("no process with PID %d", pid), "it exited during preflight", nil)
-		}
+		// A target gone meanwhile is preflight's 404.
 		return nil, fault.New(fault.Internal, fmt.Sprintf("list the unix sockets of the network namespace of PID %d", pid),
 			"load the unix_diag module (modprobe unix_diag)", err)
 	}

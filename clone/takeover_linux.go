@@ -445,8 +445,8 @@ func (m *Manager) drain(ctx context.Context, rec *api.Clone, origPID int, origTr
 const maxSettle = time.Second
 
 // steerAway sends every new connection on the original's ports to the
-// replacement's listeners (among socks, the replacement's sockets), so that none reaches the original while it
-// drains. It returns what puts the kernel's own choice back, to be called
+// replacement's listeners (among socks, the replacement's sockets), so
+// that none reaches the original while it drains. It returns what puts the kernel's own choice back, to be called
 // once the original is gone (or the drain gave up). When steering is not
 // possible the drain goes on without, and info says why.
 func (m *Manager) steerAway(rec *api.Clone, origPID int, listeners, socks []handover.Socket, info *api.TakeoverInfo) func() {

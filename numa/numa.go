@@ -141,9 +141,11 @@ func readNode(dir string, id int) (Node, error) {
 		return n, fmt.Errorf("NUMA node %d: %w", id, err)
 	}
 	defer f.Close()
-	if n.MemTotal, n.MemFree, err = ParseNodeMeminfo(f); err != nil {
+	mi, err := ParseMeminfo(f)
+	if err != nil {
 		return n, fmt.Errorf("NUMA node %d: %s: %w", id, f.Name(), err)
 	}
+	n.MemTotal, n.MemFree = mi.Total, mi.Free
 	return n, nil
 }
 
@@ -162,9 +164,11 @@ func readFlatNode() (Node, error) {
 		return n, err
 	}
 	defer f.Close()
-	if n.MemTotal, n.MemFree, err = ParseNodeMeminfo(f); err != nil {
+	mi, err := ParseMeminfo(f)
+	if err != nil {
 		return n, fmt.Errorf("%s: %w", procMeminfoPath, err)
 	}
+	n.MemTotal, n.MemFree = mi.Total, mi.Free
 	return n, nil
 }
 
@@ -307,16 +311,9 @@ func ParseMeminfo(r io.Reader) (Meminfo, error) {
 	return mi, nil
 }
 
-// ParseNodeMeminfo parses a meminfo file (ParseMeminfo) and returns MemTotal
-// and MemFree in bytes.
-func ParseNodeMeminfo(r io.Reader) (total, free uint64, err error) {
-	mi, err := ParseMeminfo(r)
-	return mi.Total, mi.Free, err
-}
-
 // ReadMeminfo reads /proc/meminfo.
 func ReadMeminfo() (Meminfo, error) {
-	f, err := os.Open("/proc/meminfo")
+	f, err := os.Open(procMeminfoPath)
 	if err != nil {
 		return Meminfo{}, err
 	}

@@ -120,7 +120,7 @@ func FuzzParseCPUList(f *testing.F) {
 	})
 }
 
-func TestParseNodeMeminfo(t *testing.T) {
+func TestParseMeminfo(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
 		in          string
@@ -150,7 +150,8 @@ func TestParseNodeMeminfo(t *testing.T) {
 		{name: "negative", in: "Node 0 MemTotal: -5 kB\n", wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			total, free, err := ParseNodeMeminfo(strings.NewReader(tc.in))
+			mi, err := ParseMeminfo(strings.NewReader(tc.in))
+			total, free := mi.Total, mi.Free
 			if tc.wantErr {
 				if err == nil {
 					t.Fatalf("got %d, %d, nil; want an error", total, free)
